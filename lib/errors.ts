@@ -1,0 +1,77 @@
+/**
+ * A failure that ends the current run with a message meant for the operator.
+ * `retryable` says whether the next run may succeed without a change of
+ * configuration (a server error) or not (bad credentials).
+ */
+export class RunError extends Error {
+  override name = "RunError";
+  readonly retryable: boolean;
+
+  constructor(message: string, options: { cause?: unknown; retryable?: boolean } = {}) {
+    super(message, { cause: options.cause });
+    this.retryable = options.retryable ?? true;
+  }
+}
+
+/** A Citalid API call failed: names the URL path, the status and the version. */
+export class CitalidError extends RunError {
+  override name = "CitalidError";
+  readonly path: string;
+  readonly status?: number;
+  readonly versionId?: string;
+
+  constructor(
+    message: string,
+    details: { path: string; status?: number; versionId?: string; cause?: unknown; retryable?: boolean },
+  ) {
+    super(message, { cause: details.cause, retryable: details.retryable });
+    this.path = details.path;
+    this.status = details.status;
+    this.versionId = details.versionId;
+  }
+}
+
+/** Citalid refused the user name and password. Retrying does not help. */
+export class CitalidAuthError extends CitalidError {
+  override name = "CitalidAuthError";
+}
+
+/** A downloaded version is not a usable STIX 2.1 bundle. */
+export class BundleError extends RunError {
+  override name = "BundleError";
+  readonly versionId: string;
+
+  constructor(versionId: string, problem: string) {
+    super(`Citalid version ${versionId} is not a valid STIX 2.1 bundle: ${problem}`, {
+      retryable: false,
+    });
+    this.versionId = versionId;
+  }
+}
+
+/**
+ * An OpenCTI GraphQL call failed. `code` is the platform's error code
+ * (`AUTH_REQUIRED`, `FORBIDDEN_ACCESS`, …) or a local one: `HTTP_<status>`,
+ * `NOT_GRAPHQL`, `NETWORK`.
+ */
+export class OpenCTIError extends RunError {
+  override name = "OpenCTIError";
+  readonly code: string;
+  readonly operation: string;
+
+  constructor(message: string, details: { code: string; operation: string; cause?: unknown; retryable?: boolean }) {
+    super(message, { cause: details.cause, retryable: details.retryable });
+    this.code = details.code;
+    this.operation = details.operation;
+  }
+}
+
+/** Shortens and masks a response body for an error message or a log line. */
+export function excerpt(body: string, max = 120): string {
+  const masked = body
+    .replace(/("?(?:access_token|refresh_token|token|password|secret|authorization)"?\s*[:=]\s*"?)[^"&\s,}]+/gi, "$1***")
+    .replace(/\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+/g, "$1 ***")
+    .replace(/\s+/g, " ")
+    .trim();
+  return masked.length > max ? masked.slice(0, max) + "…" : masked;
+}
