@@ -1,0 +1,272 @@
+import { type KyInstance, isHTTPError, isTimeoutError } from "ky";
+import { CitalidAuthError, CitalidError, excerpt } from "./errors.ts";
+import { createHttp, describeHttpFailure, isTransientNetworkError } from "./http.ts";
+import type { Logger } from "./log.ts";
+
+/** Public OAuth client id of Citalid's web client; its secret is empty. */
+export const CITALID_CLIENT_ID = "0RcQ2BmuJRRsZKvY1Xf1gdjiwYRZhQKBNOxY9KOI";
+
+const API_PATH = "/facade/risk-intelligence-center/api/v1";
+
+/** Options of {@linkcode CitalidClient}. */
+export interface CitalidClientOptions {
+  /** Customer base URL with scheme and without a trailing slash. */
+  url: string;
+  user: string;
+  password: string;
+  /** `Accept-Language` value. @default "en" */
+  language?: string;
+  logger: Logger;
+  userAgent: string;
+  /** PEM text of extra CA certificates. */
+  ca?: string;
+  /** Retries after the first attempt. @default 4 */
+  retryLimit?: number;
+  /** First retry delay in milliseconds. @default 1000 */
+  retryDelayMs?: number;
+  /** Time allowed for the response headers, in milliseconds. @default 30000 */
+  timeoutMs?: number;
+  /** Time allowed for a whole download, body included, in milliseconds. @default 3600000 */
+  downloadTimeoutMs?: number;
+}
+
+/** A version as listed by Citalid; fields other than `id` are ignored. */
+export interface CitalidVersion {
+  id: string;
+}
+
+/**
+ * Client of the Citalid API: OAuth password-grant login, version listing and
+ * version download. A 401 on an API call triggers one fresh login and one
+ * retry; a second 401 raises {@linkcode CitalidAuthError}.
+ */
+export class CitalidClient {
+  readonly #options: CitalidClientOptions;
+  readonly #http: KyInstance;
+  #token: string | undefined;
+
+  constructor(options: CitalidClientOptions) {
+    this.#options = options;
+    this.#http = createHttp({
+      service: "Citalid",
+      logger: options.logger,
+      userAgent: options.userAgent,
+      ca: options.ca,
+      retryLimit: options.retryLimit,
+      retryDelayMs: options.retryDelayMs,
+      timeoutMs: options.timeoutMs,
+      // The token request changes nothing on the server, so retrying it is safe.
+      retryMethods: ["get", "post"],
+    });
+  }
+
+  /** Logs in with the password grant and keeps the access token. Raises CitalidAuthError or CitalidError. */
+  async login(): Promise<void> {
+    const path = "/auth/o/token/";
+    const body = new URLSearchParams({
+      grant_type: "password",
+      username: this.#options.user,
+      password: this.#options.password,
+    });
+
+    let reply: unknown;
+    try {
+      reply = await this.#http
+        .post(this.#options.url + path, {
+          body,
+          headers: {
+            "content-type": "application/x-www-form-urlencoded",
+            authorization: "Basic " + btoa(CITALID_CLIENT_ID + ":"),
+            "accept-language": this.#options.language ?? "en",
+          },
+        })
+        .json();
+    } catch (error) {
+      if (isHTTPError(error) && (error.response.status === 400 || error.response.status === 401)) {
+        throw new CitalidAuthError(
+          `Citalid rejected the credentials of user "${this.#options.user}" (HTTP ${error.response.status} on ${path}): check CITALID_USER and CITALID_PASSWORD`,
+          { path, status: error.response.status, retryable: false },
+        );
+      }
+      throw await this.#wrap(error, path, "log in to Citalid");
+    }
+
+    const token = (reply as { access_token?: unknown } | null)?.access_token;
+    if (typeof token !== "string" || token === "") {
+      throw new CitalidError(`Citalid login reply on ${path} has no access_token`, { path });
+    }
+    this.#options.logger.addSecrets(token);
+    this.#token = token;
+  }
+
+  /** Lists the published version ids, in the server's order. Raises CitalidError. */
+  async listVersions(): Promise<string[]> {
+    const path = `${API_PATH}/stix-bundles/versions/`;
+    const response = await this.#call(path, "list the Citalid versions");
+
+    let records: unknown;
+    const text = await response.text();
+    try {
+      records = text.trim() === "" ? [] : JSON.parse(text);
+    } catch {
+      throw new CitalidError(
+        `Citalid version list on ${path} is not JSON (HTTP ${response.status}, ${contentType(response)}): ${excerpt(text)}`,
+        { path, status: response.status },
+      );
+    }
+
+    if (!Array.isArray(records)) {
+      throw new CitalidError(
+        `Citalid version list on ${path} is not a JSON array but ${describeJson(records)}`,
+        { path, status: response.status, retryable: true },
+      );
+    }
+
+    const ids: string[] = [];
+    for (const [index, record] of records.entries()) {
+      const id = (record as { id?: unknown } | null)?.id;
+      if (typeof id !== "string" || id === "") {
+        throw new CitalidError(
+          `Citalid version list on ${path} has a record without a string id at index ${index}: ${excerpt(JSON.stringify(record) ?? "null")}`,
+          { path, status: response.status },
+        );
+      }
+      ids.push(id);
+    }
+    return ids;
+  }
+
+  /**
+   * Downloads one version and parses it as JSON. A body cut short or not
+   * JSON is downloaded again, a bounded number of times. Raises CitalidError.
+   */
+  async downloadVersion(versionId: string): Promise<{ json: unknown; bytes: number }> {
+    const path = `${API_PATH}/stix-bundles/versions/${encodeURIComponent(versionId)}/download/`;
+    const attempts = (this.#options.retryLimit ?? 4) + 1;
+
+    for (let attempt = 1; ; attempt++) {
+      const response = await this.#call(path, `download Citalid version ${versionId}`, versionId);
+
+      let text: string;
+      try {
+        text = await response.text();
+      } catch (error) {
+        if (attempt < attempts) {
+          this.#logBodyRetry(path, versionId, attempt, attempts, describeHttpFailure(error));
+          await sleep(this.#retryDelay(attempt));
+          continue;
+        }
+        throw new CitalidError(
+          `Download of Citalid version ${versionId} on ${path} was cut off after ${attempts} attempts: ${describeHttpFailure(error)}`,
+          { path, versionId, cause: error },
+        );
+      }
+
+      try {
+        return { json: JSON.parse(text), bytes: Buffer.byteLength(text) };
+      } catch {
+        if (attempt < attempts) {
+          this.#logBodyRetry(path, versionId, attempt, attempts, "body is not JSON");
+          await sleep(this.#retryDelay(attempt));
+          continue;
+        }
+        throw new CitalidError(
+          `Download of Citalid version ${versionId} on ${path} is not JSON after ${attempts} attempts (HTTP ${response.status}, ${contentType(response)}): ${excerpt(text)}`,
+          { path, status: response.status, versionId },
+        );
+      }
+    }
+  }
+
+  async #call(path: string, action: string, versionId?: string): Promise<Response> {
+    if (this.#token === undefined) {
+      await this.login();
+    }
+
+    for (let relogin = 0; ; relogin++) {
+      try {
+        return await this.#http.get(this.#options.url + path, {
+          headers: {
+            authorization: `Bearer ${this.#token}`,
+            "accept-language": this.#options.language ?? "en",
+          },
+          timeout: this.#options.timeoutMs ?? 30_000,
+          signal: versionId
+            ? AbortSignal.timeout(this.#options.downloadTimeoutMs ?? 3_600_000)
+            : undefined,
+        });
+      } catch (error) {
+        if (isHTTPError(error) && error.response.status === 401) {
+          if (relogin === 0) {
+            this.#options.logger.info("Citalid token was rejected, logging in again", { path });
+            await this.login();
+            continue;
+          }
+          throw new CitalidAuthError(
+            `Citalid rejected the credentials: HTTP 401 on ${path} right after a fresh login of user "${this.#options.user}"`,
+            { path, status: 401, versionId, retryable: false },
+          );
+        }
+        throw await this.#wrap(error, path, action, versionId);
+      }
+    }
+  }
+
+  async #wrap(error: unknown, path: string, action: string, versionId?: string): Promise<CitalidError> {
+    const subject = versionId ? ` (version ${versionId})` : "";
+    if (isHTTPError(error)) {
+      const status = error.response.status;
+      const data = typeof error.data === "string" ? error.data : JSON.stringify(error.data ?? "");
+      return new CitalidError(
+        `Failed to ${action}: HTTP ${status} on ${path}${subject}: ${excerpt(data)}`,
+        { path, status, versionId, cause: error },
+      );
+    }
+    if (isTimeoutError(error)) {
+      return new CitalidError(`Failed to ${action}: timed out on ${path}${subject}`, {
+        path,
+        versionId,
+        cause: error,
+      });
+    }
+    const reason = isTransientNetworkError(error) ? describeHttpFailure(error) : String(error);
+    return new CitalidError(`Failed to ${action}: ${reason} on ${path}${subject}`, {
+      path,
+      versionId,
+      cause: error,
+    });
+  }
+
+  #logBodyRetry(path: string, versionId: string, attempt: number, attempts: number, reason: string): void {
+    this.#options.logger.warn("Citalid download failed, retrying", {
+      path,
+      version_id: versionId,
+      attempt: attempt + 1,
+      max_attempts: attempts,
+      reason,
+    });
+  }
+
+  #retryDelay(attempt: number): number {
+    const base = (this.#options.retryDelayMs ?? 1000) * 2 ** (attempt - 1);
+    return Math.min(base, 30_000) * (0.8 + Math.random() * 0.4);
+  }
+}
+
+function contentType(response: Response): string {
+  return response.headers.get("content-type") ?? "no content type";
+}
+
+function describeJson(value: unknown): string {
+  if (value === null) {
+    return "null";
+  }
+  if (typeof value === "object") {
+    return `an object with keys ${Object.keys(value).slice(0, 5).join(", ") || "(none)"}`;
+  }
+  return `a ${typeof value}`;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

@@ -1,0 +1,66 @@
+import type { Logger } from "./log.ts";
+
+const DATE_PREFIX = /^(\d{4})(\d{2})(\d{2})/;
+
+/** Returns true when the id starts with a real calendar date `YYYYMMDD`. */
+export function hasDatePrefix(id: string): boolean {
+  const match = DATE_PREFIX.exec(id);
+  if (!match) {
+    return false;
+  }
+
+  const [year, month, day] = [Number(match[1]), Number(match[2]), Number(match[3])];
+  const date = new Date(Date.UTC(year, month - 1, day));
+  return (
+    date.getUTCFullYear() === year && date.getUTCMonth() === month - 1 && date.getUTCDate() === day
+  );
+}
+
+const collator = new Intl.Collator("en", { numeric: true, sensitivity: "variant" });
+
+/**
+ * Compares two version ids: the `YYYYMMDD` date first, then the rest of the
+ * id in natural order, so `20250105-2` sorts before `20250105-10`. Both ids
+ * must have a date prefix.
+ */
+export function compareVersionIds(a: string, b: string): number {
+  const dateOrder = a.slice(0, 8).localeCompare(b.slice(0, 8));
+  if (dateOrder !== 0) {
+    return dateOrder;
+  }
+
+  const restOrder = collator.compare(a.slice(8), b.slice(8));
+  if (restOrder !== 0) {
+    return restOrder;
+  }
+  // Distinct ids that the collator ranks equal still need a fixed order.
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/**
+ * Selects the versions to import: those after `lastLoaded` (all of them when
+ * it is undefined), oldest first, without duplicates. Ids without a valid
+ * date prefix are skipped with a warning naming them.
+ */
+export function selectNewVersions(
+  ids: readonly string[],
+  lastLoaded: string | undefined,
+  logger: Logger,
+): string[] {
+  const valid = new Set<string>();
+  for (const id of ids) {
+    if (hasDatePrefix(id)) {
+      valid.add(id);
+    } else {
+      logger.warn("Skipping a Citalid version whose id does not start with a YYYYMMDD date", {
+        version_id: id,
+      });
+    }
+  }
+
+  const sorted = [...valid].sort(compareVersionIds);
+  if (lastLoaded === undefined) {
+    return sorted;
+  }
+  return sorted.filter((id) => compareVersionIds(id, lastLoaded) > 0);
+}
