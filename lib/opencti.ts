@@ -1,0 +1,342 @@
+import { type KyInstance, isHTTPError, isTimeoutError } from "ky";
+import { OpenCTIError, excerpt } from "./errors.ts";
+import { createHttp, describeHttpFailure, isTransientNetworkError } from "./http.ts";
+import type { Logger } from "./log.ts";
+
+/** RabbitMQ connection details handed out by `registerConnector`. */
+export interface RabbitMQConnection {
+  host: string;
+  vhost: string;
+  use_ssl: boolean;
+  port: number;
+  user: string;
+  pass: string;
+}
+
+/** What `registerConnector` returns that the connector uses. */
+export interface Registration {
+  id: string;
+  /** The stored connector state, an opaque string (JSON written by connectors). */
+  connectorState: string | null;
+  connectorUserId: string | null;
+  config: {
+    connection: RabbitMQConnection;
+    push: string;
+    push_routing: string;
+    push_exchange: string;
+  } | null;
+}
+
+/** The `connectorInfo` argument of `pingConnector`. Sizes in MB, times in UTC. */
+export interface ConnectorInfo {
+  run_and_terminate: boolean;
+  buffering: boolean;
+  queue_threshold: number;
+  queue_messages_size: number;
+  next_run_datetime: string | null;
+  last_run_datetime: string | null;
+}
+
+/** Options of {@linkcode OpenCTIClient}. */
+export interface OpenCTIClientOptions {
+  /** Platform base URL without a trailing slash. */
+  url: string;
+  token: string;
+  logger: Logger;
+  userAgent: string;
+  /** Verify the platform's TLS certificate. @default true */
+  sslVerify?: boolean;
+  ca?: string;
+  /** Retries after the first attempt. @default 6 */
+  retryLimit?: number;
+  /** First retry delay in milliseconds. @default 1000 */
+  retryDelayMs?: number;
+  /** Time allowed for one request, in milliseconds. @default 300000 */
+  timeoutMs?: number;
+  /** `CONNECTOR_PUSH_MAX_MB`, named in the message of an HTTP 413. */
+  pushMaxMb?: number;
+}
+
+const ERROR_MESSAGES: Record<string, string> = {
+  AUTH_REQUIRED: "the OpenCTI token is invalid or expired: check OPENCTI_TOKEN",
+  FORBIDDEN_ACCESS:
+    "the OpenCTI user of OPENCTI_TOKEN lacks a capability: give it the Connector role",
+  GRAPHQL_VALIDATION_FAILED:
+    "the platform does not accept this connector's GraphQL operation: the OpenCTI version is probably not supported",
+  UNSUPPORTED_ERROR: "the platform rejected the data as unsupported",
+  FUNCTIONAL_ERROR: "the platform refused the request",
+};
+
+// Error codes that a retry can fix: the platform is busy or restarting.
+const TRANSIENT_CODES = new Set(["LOCK_ERROR", "DATABASE_ERROR", "TIMEOUT_ERROR"]);
+
+/**
+ * Client of the OpenCTI GraphQL API for one connector: `POST <url>/graphql`
+ * with the bearer token, bounded retries with backoff on network errors and
+ * 5xx, and typed {@linkcode OpenCTIError}s carrying the platform's code.
+ */
+export class OpenCTIClient {
+  readonly #options: OpenCTIClientOptions;
+  readonly #http: KyInstance;
+  readonly #endpoint: string;
+
+  constructor(options: OpenCTIClientOptions) {
+    this.#options = options;
+    this.#endpoint = options.url.replace(/\/+$/, "") + "/graphql";
+    this.#http = createHttp({
+      service: "OpenCTI",
+      logger: options.logger,
+      userAgent: options.userAgent,
+      rejectUnauthorized: options.sslVerify ?? true,
+      ca: options.ca,
+      retryLimit: options.retryLimit ?? 6,
+      retryDelayMs: options.retryDelayMs,
+      timeoutMs: options.timeoutMs ?? 300_000,
+      // Every operation this connector sends can be repeated safely: pushes
+      // are merged by STIX id and the others set values.
+      retryMethods: ["post"],
+    });
+    options.logger.addSecrets(options.token);
+  }
+
+  /** The GraphQL endpoint URL. */
+  get endpoint(): string {
+    return this.#endpoint;
+  }
+
+  /** Sends one GraphQL operation and returns its `data`. Raises OpenCTIError. */
+  async request<T>(operation: string, query: string, variables: Record<string, unknown> = {}): Promise<T> {
+    let response: Response;
+    try {
+      response = await this.#http.post(this.#endpoint, {
+        json: { query, variables },
+        headers: { authorization: `Bearer ${this.#options.token}` },
+      });
+    } catch (error) {
+      throw this.#wrapHttpError(error, operation);
+    }
+
+    const text = await response.text();
+    let payload: { data?: unknown; errors?: { message?: string; name?: string; extensions?: { code?: string } }[] };
+    try {
+      payload = JSON.parse(text);
+    } catch {
+      throw this.#notGraphQL(operation, response, text);
+    }
+    if (payload === null || typeof payload !== "object" || (!("data" in payload) && !("errors" in payload))) {
+      throw this.#notGraphQL(operation, response, text);
+    }
+
+    const first = payload.errors?.[0];
+    if (first) {
+      const code = first.extensions?.code ?? first.name ?? "UNKNOWN";
+      const meaning = ERROR_MESSAGES[code];
+      const detail = excerpt(first.message ?? "", 300);
+      throw new OpenCTIError(
+        meaning
+          ? `OpenCTI ${operation} failed with ${code}: ${meaning} (${detail})`
+          : `OpenCTI ${operation} failed with ${code}: ${detail}`,
+        { code, operation, retryable: TRANSIENT_CODES.has(code) },
+      );
+    }
+    return payload.data as T;
+  }
+
+  /** Returns the platform's version string (`about { version }`). */
+  async platformVersion(): Promise<string> {
+    const data = await this.request<{ about: { version: string } | null }>(
+      "about",
+      "query ConnectorAbout { about { version } }",
+    );
+    if (!data.about?.version) {
+      throw new OpenCTIError("OpenCTI about query returned no version", { code: "NO_VERSION", operation: "about" });
+    }
+    return data.about.version;
+  }
+
+  /** Registers (or re-registers) the connector and returns its stored state and queue details. */
+  async registerConnector(input: { id: string; name: string; type: string; scope: string[] }): Promise<Registration> {
+    const data = await this.request<{ registerConnector: Record<string, any> | null }>(
+      "registerConnector",
+      `mutation ConnectorRegister($input: RegisterConnectorInput) {
+        registerConnector(input: $input) {
+          id
+          connector_state
+          connector_user_id
+          config {
+            connection { host vhost use_ssl port user pass }
+            push
+            push_routing
+            push_exchange
+          }
+        }
+      }`,
+      {
+        input: {
+          id: input.id,
+          name: input.name,
+          type: input.type,
+          scope: input.scope,
+          auto: false,
+          only_contextual: false,
+          playbook_compatible: false,
+        },
+      },
+    );
+
+    const connector = data.registerConnector;
+    if (!connector) {
+      throw new OpenCTIError(`OpenCTI registerConnector returned nothing for connector ${input.id}`, {
+        code: "NO_CONNECTOR",
+        operation: "registerConnector",
+      });
+    }
+    if (connector.config?.connection?.pass) {
+      this.#options.logger.addSecrets(connector.config.connection.pass);
+    }
+    return {
+      id: connector.id,
+      connectorState: connector.connector_state ?? null,
+      connectorUserId: connector.connector_user_id ?? null,
+      config: connector.config ?? null,
+    };
+  }
+
+  /** Sends a ping with the state and connector info; returns the state the platform now stores. */
+  async pingConnector(id: string, state: string, info: ConnectorInfo): Promise<string | null> {
+    const data = await this.request<{ pingConnector: { connector_state: string | null } | null }>(
+      "pingConnector",
+      `mutation ConnectorPing($id: ID!, $state: String, $connectorInfo: ConnectorInfoInput) {
+        pingConnector(id: $id, state: $state, connectorInfo: $connectorInfo) { id connector_state }
+      }`,
+      { id, state, connectorInfo: info },
+    );
+    if (!data.pingConnector) {
+      throw new OpenCTIError(`OpenCTI pingConnector returned nothing for connector ${id}`, {
+        code: "NO_CONNECTOR",
+        operation: "pingConnector",
+      });
+    }
+    return data.pingConnector.connector_state ?? null;
+  }
+
+  /** Creates a work for the connector and returns its id. */
+  async workAdd(connectorId: string, friendlyName: string): Promise<string> {
+    const data = await this.request<{ workAdd: { id: string } }>(
+      "workAdd",
+      `mutation ConnectorWorkAdd($connectorId: String!, $friendlyName: String) {
+        workAdd(connectorId: $connectorId, friendlyName: $friendlyName) { id }
+      }`,
+      { connectorId, friendlyName },
+    );
+    return data.workAdd.id;
+  }
+
+  /** Marks a work as processed, in error or not, with a message. */
+  async workToProcessed(workId: string, message: string, inError: boolean): Promise<void> {
+    await this.request(
+      "workEdit.toProcessed",
+      `mutation ConnectorWorkToProcessed($id: ID!, $message: String, $inError: Boolean) {
+        workEdit(id: $id) { toProcessed(message: $message, inError: $inError) }
+      }`,
+      { id: workId, message, inError },
+    );
+  }
+
+  /** Adds expected items to a work, before the matching AMQP messages are published. */
+  async workAddExpectations(workId: string, expectations: number): Promise<void> {
+    await this.request(
+      "workEdit.addExpectations",
+      `mutation ConnectorWorkAddExpectations($id: ID!, $expectations: Int) {
+        workEdit(id: $id) { addExpectations(expectations: $expectations) }
+      }`,
+      { id: workId, expectations },
+    );
+  }
+
+  /** Pushes one bundle (a JSON string) through `stixBundlePush`. */
+  async stixBundlePush(connectorId: string, bundle: string, workId: string): Promise<void> {
+    await this.request(
+      "stixBundlePush",
+      `mutation ConnectorBundlePush($connectorId: String!, $bundle: String!, $workId: String) {
+        stixBundlePush(connectorId: $connectorId, bundle: $bundle, work_id: $workId)
+      }`,
+      { connectorId, bundle, workId },
+    );
+  }
+
+  /** Returns the size of the connector's push queue in bytes, or undefined when the connector is unknown. */
+  async queueSize(connectorId: string): Promise<{ messages: number; bytes: number } | undefined> {
+    const data = await this.request<{
+      connector: { connector_queue_details: { messages_number: number; messages_size: number } } | null;
+    }>(
+      "connector",
+      `query ConnectorQueueDetails($id: String!) {
+        connector(id: $id) { id connector_queue_details { messages_number messages_size } }
+      }`,
+      { id: connectorId },
+    );
+    if (!data.connector) {
+      return undefined;
+    }
+    const details = data.connector.connector_queue_details;
+    return { messages: details.messages_number, bytes: details.messages_size };
+  }
+
+  #wrapHttpError(error: unknown, operation: string): OpenCTIError {
+    if (isHTTPError(error)) {
+      const status = error.response.status;
+      const body = typeof error.data === "string" ? error.data : JSON.stringify(error.data ?? "");
+      if (status === 413) {
+        return new OpenCTIError(
+          `OpenCTI ${operation} failed with HTTP 413: the request was larger than the platform's body limit (app:max_payload_body_size); lower CONNECTOR_PUSH_MAX_MB (now ${this.#options.pushMaxMb ?? "unset"}) or raise the platform's limit`,
+          { code: "HTTP_413", operation, retryable: false },
+        );
+      }
+      const contentType = error.response.headers.get("content-type") ?? "";
+      if (status === 404 || status === 405 || contentType.includes("text/html")) {
+        return new OpenCTIError(
+          `${this.#endpoint} is not an OpenCTI GraphQL endpoint (HTTP ${status} on ${operation}: ${excerpt(body)}): check OPENCTI_URL`,
+          { code: "NOT_GRAPHQL", operation, retryable: false },
+        );
+      }
+      return new OpenCTIError(`OpenCTI ${operation} failed with HTTP ${status}: ${excerpt(body)}`, {
+        code: `HTTP_${status}`,
+        operation,
+        cause: error,
+        retryable: status >= 500 || status === 429 || status === 408,
+      });
+    }
+    if (isTimeoutError(error)) {
+      return new OpenCTIError(`OpenCTI ${operation} timed out on ${this.#endpoint}`, {
+        code: "TIMEOUT",
+        operation,
+        cause: error,
+      });
+    }
+    const reason = isTransientNetworkError(error) ? describeHttpFailure(error) : String(error);
+    return new OpenCTIError(`OpenCTI ${operation} failed: ${reason} on ${this.#endpoint}: check that the platform is up and OPENCTI_URL is right`, {
+      code: "NETWORK",
+      operation,
+      cause: error,
+    });
+  }
+
+  #notGraphQL(operation: string, response: Response, text: string): OpenCTIError {
+    const contentType = response.headers.get("content-type") ?? "no content type";
+    return new OpenCTIError(
+      `${this.#endpoint} is not an OpenCTI GraphQL endpoint: ${operation} got HTTP ${response.status} with ${contentType} (${excerpt(text)}): check OPENCTI_URL`,
+      { code: "NOT_GRAPHQL", operation, retryable: false },
+    );
+  }
+}
+
+/** Returns true when `version` (`6.9.22`, `7.260817.0`) is at least `major.minor`. */
+export function platformAtLeast(version: string, major: number, minor: number): boolean {
+  const match = /^(\d+)\.(\d+)/.exec(version);
+  if (!match) {
+    return false;
+  }
+  const [actualMajor, actualMinor] = [Number(match[1]), Number(match[2])];
+  return actualMajor > major || (actualMajor === major && actualMinor >= minor);
+}
