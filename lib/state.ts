@@ -1,0 +1,215 @@
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from "node:fs";
+import { constants as fsConstants, accessSync } from "node:fs";
+import { dirname } from "node:path";
+import type { Logger } from "./log.ts";
+import { hasDatePrefix } from "./versions.ts";
+
+/**
+ * The connector state, in the Python connector's shape. Keys other than
+ * these two, found in a stored state, are kept as they are.
+ */
+export interface ConnectorState {
+  /** Id of the last Citalid version fully sent. */
+  last_loaded_bundle_id?: string;
+  /** UTC ISO 8601 time of the last run that ended without error. */
+  last_run?: string;
+  [key: string]: unknown;
+}
+
+/**
+ * Parses a stored state string (the platform's `connector_state` or the
+ * file's text). Returns undefined for "no state": `null`, `""`, `"null"`,
+ * `"{}"`, invalid JSON or a wrong shape, the last three with a warning that
+ * names `source`.
+ */
+export function parseState(raw: string | null | undefined, source: string, logger: Logger): ConnectorState | undefined {
+  if (raw === null || raw === undefined || raw.trim() === "" || raw.trim() === "null") {
+    return undefined;
+  }
+
+  let value: unknown;
+  try {
+    value = JSON.parse(raw);
+  } catch {
+    logger.warn(`Ignoring the ${source}: it is not JSON`, { source, excerpt: raw.slice(0, 80) });
+    return undefined;
+  }
+  const problem = stateProblem(value);
+  if (problem) {
+    logger.warn(`Ignoring the ${source}: ${problem}`, { source, excerpt: raw.slice(0, 80) });
+    return undefined;
+  }
+  return value as ConnectorState;
+}
+
+function stateProblem(value: unknown): string | undefined {
+  if (value === null || typeof value !== "object" || Array.isArray(value)) {
+    return `expected a JSON object, got ${Array.isArray(value) ? "an array" : value === null ? "null" : typeof value}`;
+  }
+  const state = value as Record<string, unknown>;
+  if (Object.keys(state).length === 0) {
+    return "it is an empty object";
+  }
+  const last = state.last_loaded_bundle_id;
+  if (last !== undefined && last !== null && (typeof last !== "string" || !hasDatePrefix(last))) {
+    return `last_loaded_bundle_id is ${JSON.stringify(last)}, expected a version id starting with YYYYMMDD`;
+  }
+  if (state.last_run !== undefined && typeof state.last_run !== "string") {
+    return `last_run is ${JSON.stringify(state.last_run)}, expected a UTC ISO 8601 time`;
+  }
+  return undefined;
+}
+
+/** Serialises a state the way it is stored and sent: `"null"` for no state, as pycti does. */
+export function serializeState(state: ConnectorState | undefined): string {
+  if (state === undefined) {
+    return "null";
+  }
+  const clean: ConnectorState = { ...state };
+  if (clean.last_loaded_bundle_id === undefined) {
+    delete clean.last_loaded_bundle_id;
+  }
+  return JSON.stringify(clean);
+}
+
+/**
+ * The JSON state file: read at start-up, written atomically (temporary file,
+ * fsync, rename, fsync of the folder) with mode 0600, and guarded by a lock
+ * file so that two processes never share it.
+ */
+export class StateFile {
+  readonly path: string;
+  readonly #logger: Logger;
+  #lockFd: number | undefined;
+
+  constructor(path: string, logger: Logger) {
+    this.path = path;
+    this.#logger = logger;
+  }
+
+  /**
+   * Checks that the folder exists and is writable, and takes the lock for
+   * the life of the process. Raises StateFileError with the path and the fix.
+   */
+  open(): void {
+    const folder = dirname(this.path);
+    if (!existsSync(folder)) {
+      throw new StateFileError(
+        `State file folder ${folder} does not exist: create it or set CONNECTOR_STATE_FILE to a path in an existing folder`,
+      );
+    }
+    try {
+      accessSync(folder, fsConstants.W_OK);
+    } catch {
+      throw new StateFileError(
+        `State file folder ${folder} is not writable by this user: fix its permissions or set CONNECTOR_STATE_FILE elsewhere`,
+      );
+    }
+    this.#lock();
+  }
+
+  /** Releases the lock. */
+  close(): void {
+    if (this.#lockFd !== undefined) {
+      closeSync(this.#lockFd);
+      this.#lockFd = undefined;
+      rmSync(this.#lockPath, { force: true });
+    }
+  }
+
+  /**
+   * Reads the stored state. A file that is not a valid state is moved aside
+   * to `<file>.corrupt-<time>` with a warning, and undefined is returned.
+   */
+  read(): ConnectorState | undefined {
+    if (!existsSync(this.path)) {
+      return undefined;
+    }
+
+    const text = readFileSync(this.path, "utf8");
+    const silent = { ...this.#logger, warn: () => {} };
+    const state = parseState(text, "state file", silent as Logger);
+    const isEmptyMarker = text.trim() === "" || text.trim() === "null";
+    if (state === undefined && !isEmptyMarker) {
+      const aside = `${this.path}.corrupt-${new Date().toISOString().replace(/[:.]/g, "-")}`;
+      renameSync(this.path, aside);
+      this.#logger.warn("State file is corrupt, moved it aside; the platform's state is used", {
+        state_file: this.path,
+        moved_to: aside,
+        excerpt: text.slice(0, 80),
+      });
+    }
+    return state;
+  }
+
+  /** Writes the state atomically with mode 0600. */
+  write(state: ConnectorState | undefined): void {
+    const temporary = `${this.path}.tmp-${process.pid}`;
+    const fd = openSync(temporary, "w", 0o600);
+    try {
+      writeSync(fd, serializeState(state) + "\n");
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(temporary, this.path);
+
+    // The rename is durable only once the folder entry is on disk.
+    const folderFd = openSync(dirname(this.path), "r");
+    try {
+      fsyncSync(folderFd);
+    } finally {
+      closeSync(folderFd);
+    }
+  }
+
+  get #lockPath(): string {
+    return `${this.path}.lock`;
+  }
+
+  #lock(): void {
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        const fd = openSync(this.#lockPath, "wx", 0o600);
+        writeSync(fd, String(process.pid));
+        fsyncSync(fd);
+        this.#lockFd = fd;
+        return;
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== "EEXIST") {
+          throw new StateFileError(`Cannot create the lock file ${this.#lockPath}: ${(error as Error).message}`);
+        }
+      }
+
+      const owner = Number.parseInt(readFileSync(this.#lockPath, "utf8"), 10);
+      if (Number.isInteger(owner) && owner > 0 && owner !== process.pid && isAlive(owner)) {
+        throw new StateFileError(
+          `State file ${this.path} is in use by another connector process (pid ${owner}): stop it, or give this one its own CONNECTOR_STATE_FILE`,
+        );
+      }
+      // The process that held the lock is gone: a crash or a kill.
+      this.#logger.info("Removing a stale state file lock", { lock_file: this.#lockPath, pid: owner });
+      rmSync(this.#lockPath, { force: true });
+    }
+    throw new StateFileError(`Cannot take the lock file ${this.#lockPath}: another process keeps recreating it`);
+  }
+}
+
+/** The state file cannot be used: a missing or read-only folder, or a lock held by another process. */
+export class StateFileError extends Error {
+  override name = "StateFileError";
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/** Creates the folder of a state file, for callers that own the folder (tests, the demo). */
+export function ensureStateFolder(path: string): void {
+  mkdirSync(dirname(path), { recursive: true });
+}
