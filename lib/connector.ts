@@ -1,0 +1,410 @@
+import { readFileSync } from "node:fs";
+import { CitalidClient } from "./citalid.ts";
+import type { Config } from "./config.ts";
+import { OpenCTIError } from "./errors.ts";
+import type { Logger } from "./log.ts";
+import { type ConnectorInfo, OpenCTIClient, type Registration, platformAtLeast } from "./opencti.ts";
+import { Pinger } from "./ping.ts";
+import { type RunOutcome, isoSeconds, runImport } from "./run.ts";
+import { Scheduler } from "./schedule.ts";
+import { type BundleSender, createApiSender } from "./sender.ts";
+import { StateFile, parseState } from "./state.ts";
+import { StateSync } from "./state-sync.ts";
+import { CONNECTOR_VERSION, USER_AGENT } from "./version.ts";
+
+/** Exit codes of the process. */
+export const EXIT = { ok: 0, failed: 1, config: 2 } as const;
+
+/** Timing knobs, shortened by tests; the defaults are the production values. */
+export interface Timings {
+  /** First retry delay of both clients, in milliseconds. @default 1000 */
+  retryDelayMs: number;
+  /** Time between two pings, in milliseconds. @default 40000 */
+  pingIntervalMs: number;
+  /** Time between two queue checks while buffering, in milliseconds. @default 60000 */
+  bufferingRecheckMs: number;
+  /** Longest wait between two attempts to reach the platform at start-up, in milliseconds. @default 60000 */
+  startupMaxDelayMs: number;
+  /** Time a shutdown may take before the process exits anyway, in milliseconds. @default 9000 */
+  shutdownGraceMs: number;
+}
+
+/** Production timings. */
+export const DEFAULT_TIMINGS: Timings = {
+  retryDelayMs: 1000,
+  pingIntervalMs: 40_000,
+  bufferingRecheckMs: 60_000,
+  startupMaxDelayMs: 60_000,
+  shutdownGraceMs: 9000,
+};
+
+/** A failure that restarting the process does not fix; the process exits with code 2. */
+export class FatalError extends Error {
+  override name = "FatalError";
+}
+
+/**
+ * Runs the connector until it is done: checks the state file, waits for the
+ * platform, registers, adopts the platform's state, then runs once
+ * (run-and-terminate) or on the schedule until SIGTERM or SIGINT. Resolves
+ * with the process exit code.
+ */
+export async function runConnector(config: Config, logger: Logger, options: { once: boolean; timings?: Partial<Timings> }): Promise<number> {
+  const timings = { ...DEFAULT_TIMINGS, ...options.timings };
+  const once = options.once || config.connector.runAndTerminate || config.connector.durationPeriodMs === 0;
+  const ca = config.caFile ? readFileSync(config.caFile, "utf8") : undefined;
+  logger.addSecrets(config.opencti.token, config.citalid.password, config.mq.pass);
+
+  logger.info("Starting the Citalid connector", {
+    connector_version: CONNECTOR_VERSION,
+    connector_id: config.connector.id,
+    queue_protocol: config.connector.queueProtocol,
+    run_and_terminate: once,
+    duration_period_ms: config.connector.durationPeriodMs,
+    state_file: config.connector.stateFile,
+  });
+  if (!config.opencti.sslVerify) {
+    logger.warn("OPENCTI_SSL_VERIFY is false: the platform's TLS certificate is not verified");
+  }
+
+  const file = new StateFile(config.connector.stateFile, logger);
+  file.open();
+
+  const shutdown = new Shutdown(logger, timings.shutdownGraceMs);
+  let sender: BundleSender | undefined;
+  let pinger: Pinger | undefined;
+  try {
+    const opencti = new OpenCTIClient({
+      url: config.opencti.url,
+      token: config.opencti.token,
+      logger,
+      userAgent: USER_AGENT,
+      sslVerify: config.opencti.sslVerify,
+      ca,
+      retryDelayMs: timings.retryDelayMs,
+      pushMaxMb: config.connector.pushMaxMb,
+    });
+
+    const platformVersion = await waitForPlatform(opencti, logger, timings, shutdown);
+    if (platformVersion === undefined) {
+      return EXIT.ok;
+    }
+    if (!platformAtLeast(platformVersion, 6, 3)) {
+      throw new FatalError(
+        `OpenCTI ${platformVersion} is not supported: this connector needs OpenCTI 6.3 or later (stixBundlePush); upgrade the platform`,
+      );
+    }
+    logger.info("Connected to OpenCTI", { platform_version: platformVersion, url: config.opencti.url });
+
+    const registration = await opencti.registerConnector({
+      id: config.connector.id,
+      name: config.connector.name,
+      type: config.connector.type,
+      scope: config.connector.scope,
+    });
+    logger.info("Connector registered with ID", { id: registration.id });
+
+    const sync = new StateSync(file, logger, adoptInitialState(file, registration, logger));
+    const schedulerRef: { current?: Scheduler } = {};
+    const info = (): ConnectorInfo => ({
+      run_and_terminate: once,
+      buffering: schedulerRef.current?.buffering ?? false,
+      queue_threshold: config.connector.queueThresholdMb,
+      queue_messages_size: queue.lastSizeMb,
+      next_run_datetime: schedulerRef.current?.nextRun ? isoSeconds(schedulerRef.current.nextRun) : null,
+      last_run_datetime: schedulerRef.current?.lastRun ? isoSeconds(schedulerRef.current.lastRun) : lastRunOnce,
+    });
+    let lastRunOnce: string | null = null;
+    const queue = new QueueCheck(opencti, config, logger);
+
+    pinger = new Pinger({
+      opencti,
+      connectorId: config.connector.id,
+      logger,
+      state: () => sync.serialized(),
+      info,
+      sameState: (a, b) => sync.sameState(a, b),
+      onRemoteState: (remote) => sync.adoptRemote(remote),
+      intervalMs: timings.pingIntervalMs,
+    });
+    sync.attach(pinger);
+    pinger.start();
+    await pinger.ping().catch(() => {});
+
+    sender = await createSender(config, opencti, registration, logger, ca);
+    const citalid = new CitalidClient({
+      url: config.citalid.url,
+      user: config.citalid.user,
+      password: config.citalid.password,
+      language: config.citalid.language,
+      logger,
+      userAgent: USER_AGENT,
+      ca,
+      retryDelayMs: timings.retryDelayMs,
+    });
+
+    let fatal: Error | undefined;
+    const activeSender = sender;
+    const runOnce = async (): Promise<RunOutcome> => {
+      const outcome = await runImport({
+        citalid,
+        opencti,
+        sender: activeSender,
+        state: sync,
+        logger,
+        connectorId: config.connector.id,
+        stopping: () => shutdown.requested,
+      });
+      if (outcome.error instanceof OpenCTIError && outcome.error.code === "AUTH_REQUIRED") {
+        fatal = new FatalError(outcome.error.message);
+      }
+      return outcome;
+    };
+
+    if (once) {
+      logger.info("Starting run and terminate");
+      let outcome = await runOnce();
+      for (let again = 0; outcome.status === "reset" && again < 3 && !shutdown.requested; again++) {
+        outcome = await runOnce();
+      }
+      lastRunOnce = isoSeconds(new Date());
+      await pinger.ping().catch(() => {});
+      logger.info("Closing run and terminate", { status: outcome.status });
+      if (fatal) {
+        throw fatal;
+      }
+      return outcome.status === "failed" ? EXIT.failed : EXIT.ok;
+    }
+
+    const scheduler = new Scheduler({
+      periodMs: config.connector.durationPeriodMs,
+      logger,
+      bufferingRecheckMs: timings.bufferingRecheckMs,
+      isBuffering: () => queue.isBuffering(),
+      run: async () => {
+        const outcome = await runOnce();
+        if (fatal || queue.fatal) {
+          shutdown.fail(fatal ?? queue.fatal!);
+        }
+        return outcome.status !== "failed";
+      },
+    });
+    schedulerRef.current = scheduler;
+    sync.onReset(() => scheduler.runNow());
+    scheduler.start();
+
+    const reason = await shutdown.wait();
+    await scheduler.stop();
+    await pinger.ping().catch(() => {});
+    if (reason instanceof Error) {
+      throw reason;
+    }
+    logger.info("Connector stopped", { connector_id: config.connector.id });
+    return EXIT.ok;
+  } finally {
+    pinger?.stop();
+    await sender?.close().catch(() => {});
+    file.close();
+    shutdown.dispose();
+  }
+}
+
+function adoptInitialState(file: StateFile, registration: Registration, logger: Logger) {
+  const local = file.read();
+  const remote = parseState(registration.connectorState, "connector state stored on the platform", logger);
+  if (remote === undefined) {
+    logger.info("The platform has no state for this connector: the import starts from the first version", {
+      connector_id: registration.id,
+      ignored_state_file_version: local?.last_loaded_bundle_id ?? null,
+    });
+  } else {
+    logger.info("Loaded the connector state from the platform", {
+      last_loaded_bundle_id: remote.last_loaded_bundle_id ?? null,
+      last_run: remote.last_run ?? null,
+    });
+  }
+  file.write(remote);
+  return remote;
+}
+
+async function waitForPlatform(opencti: OpenCTIClient, logger: Logger, timings: Timings, shutdown: Shutdown): Promise<string | undefined> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await opencti.platformVersion();
+    } catch (error) {
+      if (error instanceof OpenCTIError && !error.retryable) {
+        throw new FatalError(error.message);
+      }
+      const delay = Math.min(timings.retryDelayMs * 2 ** (attempt - 1), timings.startupMaxDelayMs);
+      logger.warn("OpenCTI is not reachable yet, waiting before the next attempt", {
+        attempt,
+        delay_ms: delay,
+        reason: (error as Error).message,
+      });
+      if (await shutdown.sleep(delay)) {
+        return undefined;
+      }
+    }
+  }
+}
+
+async function createSender(config: Config, opencti: OpenCTIClient, registration: Registration, logger: Logger, ca: string | undefined): Promise<BundleSender> {
+  if (config.connector.queueProtocol === "api") {
+    return createApiSender({
+      opencti,
+      connectorId: config.connector.id,
+      maxBundleBytes: config.connector.pushMaxMb * 1_000_000,
+      logger,
+    });
+  }
+  throw new FatalError("CONNECTOR_QUEUE_PROTOCOL=amqp is not available in this build: use api");
+}
+
+/** Push queue check before scheduled runs. */
+class QueueCheck {
+  readonly #opencti: OpenCTIClient;
+  readonly #config: Config;
+  readonly #logger: Logger;
+  #disabled = false;
+  lastSizeMb = 0;
+  fatal: Error | undefined;
+
+  constructor(opencti: OpenCTIClient, config: Config, logger: Logger) {
+    this.#opencti = opencti;
+    this.#config = config;
+    this.#logger = logger;
+  }
+
+  async isBuffering(): Promise<boolean> {
+    if (this.#disabled) {
+      return false;
+    }
+    try {
+      const size = await this.#opencti.queueSize(this.#config.connector.id);
+      this.lastSizeMb = (size?.bytes ?? 0) / 1_000_000;
+      return this.lastSizeMb >= this.#config.connector.queueThresholdMb;
+    } catch (error) {
+      if (error instanceof OpenCTIError && error.code === "FORBIDDEN_ACCESS") {
+        this.#disabled = true;
+        this.#logger.warn("The OpenCTI user cannot read the push queue size (FORBIDDEN_ACCESS): running without buffering checks", {
+          connector_id: this.#config.connector.id,
+        });
+        return false;
+      }
+      if (error instanceof OpenCTIError && error.code === "AUTH_REQUIRED") {
+        this.fatal = new FatalError(error.message);
+        return false;
+      }
+      this.#logger.warn("Could not read the push queue size; running without the buffering check this time", {
+        reason: (error as Error).message,
+      });
+      return false;
+    }
+  }
+}
+
+/** SIGTERM and SIGINT handling: the first asks for a clean stop, the second exits at once. */
+class Shutdown {
+  readonly #logger: Logger;
+  readonly #graceMs: number;
+  #resolve: ((reason: Error | string) => void) | undefined;
+  readonly #done: Promise<Error | string>;
+  #sleepers = new Set<() => void>();
+  #graceTimer: ReturnType<typeof setTimeout> | undefined;
+  requested = false;
+  readonly #handler = (signal: NodeJS.Signals) => this.#onSignal(signal);
+
+  constructor(logger: Logger, graceMs: number) {
+    this.#logger = logger;
+    this.#graceMs = graceMs;
+    this.#done = new Promise((resolve) => {
+      this.#resolve = resolve;
+    });
+    process.on("SIGTERM", this.#handler);
+    process.on("SIGINT", this.#handler);
+  }
+
+  wait(): Promise<Error | string> {
+    return this.#done;
+  }
+
+  /** Stops the connector because of an error a restart cannot fix. */
+  fail(error: Error): void {
+    this.requested = true;
+    this.#resolve?.(error);
+  }
+
+  /** Sleeps; resolves true when a shutdown cut the sleep short. */
+  sleep(ms: number): Promise<boolean> {
+    if (this.requested) {
+      return Promise.resolve(true);
+    }
+    return new Promise((resolve) => {
+      const wake = () => {
+        clearTimeout(timer);
+        this.#sleepers.delete(wake);
+        resolve(true);
+      };
+      const timer = setTimeout(() => {
+        this.#sleepers.delete(wake);
+        resolve(false);
+      }, ms);
+      this.#sleepers.add(wake);
+    });
+  }
+
+  dispose(): void {
+    process.off("SIGTERM", this.#handler);
+    process.off("SIGINT", this.#handler);
+    clearTimeout(this.#graceTimer);
+  }
+
+  #onSignal(signal: NodeJS.Signals): void {
+    if (this.requested) {
+      this.#logger.warn("Second signal received, exiting at once", { signal });
+      process.exit(EXIT.failed);
+    }
+    this.requested = true;
+    this.#logger.info("Preparing connector for clean shutdown", { signal });
+    for (const wake of [...this.#sleepers]) {
+      wake();
+    }
+    this.#resolve?.(signal);
+    this.#graceTimer = setTimeout(() => {
+      this.#logger.warn("Shutdown took too long, exiting with the push under way unfinished", {
+        grace_ms: this.#graceMs,
+      });
+      process.exit(EXIT.ok);
+    }, this.#graceMs);
+    this.#graceTimer.unref?.();
+  }
+}
+
+/**
+ * Reads timing overrides from `CONNECTOR_RETRY_DELAY_MS`,
+ * `CONNECTOR_PING_INTERVAL_MS`, `CONNECTOR_BUFFERING_RECHECK_MS` and
+ * `CONNECTOR_SHUTDOWN_GRACE_MS` (milliseconds; tests shorten them). Raises
+ * FatalError on a value that is not a positive integer.
+ */
+export function timingsFromEnv(env: Record<string, string | undefined>): Partial<Timings> {
+  const timings: Partial<Timings> = {};
+  const read = (name: string, key: keyof Timings) => {
+    const raw = env[name];
+    if (raw === undefined || raw === "") {
+      return;
+    }
+    const value = Number(raw);
+    if (!Number.isInteger(value) || value <= 0) {
+      throw new FatalError(`${name} is "${raw}": use a whole number of milliseconds above 0`);
+    }
+    timings[key] = value;
+  };
+  read("CONNECTOR_RETRY_DELAY_MS", "retryDelayMs");
+  read("CONNECTOR_PING_INTERVAL_MS", "pingIntervalMs");
+  read("CONNECTOR_BUFFERING_RECHECK_MS", "bufferingRecheckMs");
+  read("CONNECTOR_SHUTDOWN_GRACE_MS", "shutdownGraceMs");
+  if (timings.retryDelayMs !== undefined) {
+    timings.startupMaxDelayMs = Math.max(timings.retryDelayMs * 8, 1);
+  }
+  return timings;
+}

@@ -1,0 +1,186 @@
+import { prepareVersion } from "./bundle.ts";
+import type { CitalidClient } from "./citalid.ts";
+import type { Logger } from "./log.ts";
+import type { OpenCTIClient } from "./opencti.ts";
+import type { BundleSender } from "./sender.ts";
+import type { StateSync } from "./state-sync.ts";
+import { selectNewVersions } from "./versions.ts";
+
+/** What one version's import produced. */
+export interface VersionReport {
+  id: string;
+  objects: number;
+  bytes: number;
+  bundles: number;
+  dropped: number;
+  ms: number;
+}
+
+/** How a run ended. */
+export interface RunOutcome {
+  status: "up-to-date" | "completed" | "failed" | "interrupted" | "reset";
+  workId?: string;
+  versions: VersionReport[];
+  /** Versions that were new when the run started. */
+  pending: string[];
+  error?: Error;
+}
+
+/** Parts one run uses. */
+export interface RunDependencies {
+  citalid: CitalidClient;
+  opencti: OpenCTIClient;
+  sender: BundleSender;
+  state: StateSync;
+  logger: Logger;
+  connectorId: string;
+  /** Returns true once a shutdown was requested: the run stops after the push under way. */
+  stopping: () => boolean;
+  /** Called after each version is fully sent and stored. */
+  onVersion?: (report: VersionReport) => void;
+  /** Returns the current time. @default () => new Date() */
+  now?: () => Date;
+}
+
+/**
+ * Runs one import: logs in to Citalid, lists the versions, and for each one
+ * after the stored state, oldest first, downloads, checks and sends it, then
+ * stores the state. The first failure stops the run with the state at the
+ * last version fully sent, and the work is closed in error with the reason.
+ * No work is created when nothing is new or when the login fails.
+ */
+export async function runImport(deps: RunDependencies): Promise<RunOutcome> {
+  const { citalid, opencti, logger, state } = deps;
+  const now = deps.now ?? (() => new Date());
+  const generation = state.generation;
+  const startedAt = now();
+  const reports: VersionReport[] = [];
+  let pending: string[] = [];
+  let workId: string | undefined;
+
+  try {
+    logger.info("Logging in to Citalid");
+    await citalid.login();
+
+    const ids = await citalid.listVersions();
+    const last = state.state?.last_loaded_bundle_id;
+    pending = selectNewVersions(ids, last, logger);
+    logger.info("Listed Citalid versions", {
+      versions: ids.length,
+      new_versions: pending.length,
+      last_loaded_bundle_id: last ?? null,
+    });
+
+    if (pending.length === 0) {
+      logger.info("Last version of Citalid dataset already loaded", { last_loaded_bundle_id: last ?? null });
+      await state.save({ ...state.state, last_run: isoSeconds(now()) });
+      return { status: "up-to-date", versions: reports, pending };
+    }
+
+    workId = await opencti.workAdd(deps.connectorId, `Citalid run @ ${isoSeconds(startedAt)}`);
+    logger.info("Initiated work", { work_id: workId, versions: pending });
+
+    for (const versionId of pending) {
+      if (deps.stopping()) {
+        return await finishInterrupted(deps, workId, reports, pending);
+      }
+      if (state.generation !== generation) {
+        return await finishReset(deps, workId, reports, pending);
+      }
+
+      const started = performance.now();
+      logger.info("Processing version", { work_id: workId, version_id: versionId });
+      const download = await citalid.downloadVersion(versionId);
+      const prepared = prepareVersion(download.json, versionId);
+      const result = await deps.sender.send(prepared.objects, {
+        workId,
+        versionId,
+        bundleId: prepared.bundleId,
+      });
+
+      if (state.generation !== generation) {
+        // The platform reset the state during the push: storing this
+        // version as loaded would skip the versions before it.
+        return await finishReset(deps, workId, reports, pending);
+      }
+      await state.save({ ...state.state, last_loaded_bundle_id: versionId, last_run: isoSeconds(now()) });
+
+      const report: VersionReport = {
+        id: versionId,
+        objects: prepared.objects.length,
+        bytes: download.bytes,
+        bundles: result.bundles,
+        dropped: result.dropped,
+        ms: Math.round(performance.now() - started),
+      };
+      reports.push(report);
+      deps.onVersion?.(report);
+      logger.info("Version sent and stored as the connector state", {
+        work_id: workId,
+        version_id: versionId,
+        objects: report.objects,
+        bytes: report.bytes,
+        bundles: report.bundles,
+        dropped: report.dropped,
+        ms: report.ms,
+      });
+      if (state.generation !== generation) {
+        return await finishReset(deps, workId, reports, pending);
+      }
+    }
+
+    const message = `Imported ${reports.length} Citalid version(s): ${reports.map((report) => report.id).join(", ")} (${sum(reports, "objects")} objects, ${sum(reports, "bundles")} bundles)`;
+    await closeWork(deps, workId, message, false);
+    logger.info("Connector successfully run", { work_id: workId, versions: reports.length });
+    return { status: "completed", workId, versions: reports, pending };
+  } catch (error) {
+    const failure = error instanceof Error ? error : new Error(String(error));
+    const stored = state.state?.last_loaded_bundle_id ?? null;
+    logger.error("Run failed", {
+      work_id: workId ?? null,
+      reason: failure.message,
+      last_loaded_bundle_id: stored,
+      versions_done: reports.length,
+    });
+    if (workId) {
+      const reason = `Run failed after ${reports.length} of ${pending.length} version(s); the state stays at ${stored ?? "no version"}: ${failure.message}`;
+      await closeWork(deps, workId, reason, true);
+    }
+    return { status: "failed", workId, versions: reports, pending, error: failure };
+  }
+}
+
+async function finishInterrupted(deps: RunDependencies, workId: string, reports: VersionReport[], pending: string[]): Promise<RunOutcome> {
+  const message = `Run interrupted by a shutdown after ${reports.length} of ${pending.length} version(s); the next run resumes after ${deps.state.state?.last_loaded_bundle_id ?? "no version"}`;
+  deps.logger.warn("Run interrupted by a shutdown", { work_id: workId, versions_done: reports.length });
+  await closeWork(deps, workId, message, false);
+  return { status: "interrupted", workId, versions: reports, pending };
+}
+
+async function finishReset(deps: RunDependencies, workId: string, reports: VersionReport[], pending: string[]): Promise<RunOutcome> {
+  const message = `Run stopped after ${reports.length} of ${pending.length} version(s): the connector state was reset from the platform`;
+  deps.logger.warn("Run stopped because the connector state was reset", { work_id: workId });
+  await closeWork(deps, workId, message, false);
+  return { status: "reset", workId, versions: reports, pending };
+}
+
+async function closeWork(deps: RunDependencies, workId: string, message: string, inError: boolean): Promise<void> {
+  try {
+    await deps.opencti.workToProcessed(workId, message, inError);
+  } catch (error) {
+    deps.logger.error("Failed to close the work", {
+      work_id: workId,
+      reason: error instanceof Error ? error.message : String(error),
+    });
+  }
+}
+
+function sum(reports: VersionReport[], key: "objects" | "bundles"): number {
+  return reports.reduce((total, report) => total + report[key], 0);
+}
+
+/** Formats a time as UTC ISO 8601 without milliseconds, `2026-12-04T15:00:00Z`. */
+export function isoSeconds(date: Date): string {
+  return date.toISOString().replace(/\.\d{3}Z$/, "Z");
+}
+
