@@ -261,23 +261,43 @@ export function chunkVersion(
     parts.push(text);
     size += extra;
   }
-  flush();
 
-  // Marking definitions no object references still belong to the version.
-  const unused = [...markings.keys()].filter((id) => !usedMarkings.has(id));
-  if (unused.length > 0) {
-    const first = chunks[0]!;
-    chunks[0] = {
-      json: first.json.replace(/\]\}$/, "," + unused.map((id) => markings.get(id)!.text).join(",") + "]}"),
-      objects: first.objects + unused.length,
-    };
+  // Marking definitions that no object references still belong to the
+  // version, so they go after the objects, within the same size limit.
+  for (const [id, marking] of markings) {
+    if (usedMarkings.has(id)) {
+      continue;
+    }
+    const extra = Buffer.byteLength(marking.text) + 1;
+    if (size + extra > maxBytes && (parts.length > 0 || chunkMarkings.size > 0)) {
+      flush();
+      startChunk();
+    }
+    if (size + extra > maxBytes) {
+      throw new BundleError(
+        versionId,
+        `marking definition ${id} alone needs ${extra} bytes with the author, more than the ${maxBytes}-byte push limit: raise CONNECTOR_PUSH_MAX_MB`,
+      );
+    }
+    chunkMarkings.add(id);
+    usedMarkings.add(id);
+    size += extra;
   }
+  flush();
   return chunks;
 }
 
+/** Returns the marking definitions an object references, in `object_marking_refs` and `granular_markings`. */
 function markingRefs(object: StixObject): string[] {
-  const refs = object.object_marking_refs;
-  return Array.isArray(refs) ? refs.filter((ref): ref is string => typeof ref === "string") : [];
+  const refs: unknown[] = Array.isArray(object.object_marking_refs) ? [...object.object_marking_refs] : [];
+  if (Array.isArray(object.granular_markings)) {
+    for (const marking of object.granular_markings as unknown[]) {
+      if (marking !== null && typeof marking === "object") {
+        refs.push((marking as Record<string, unknown>).marking_ref);
+      }
+    }
+  }
+  return [...new Set(refs.filter((ref): ref is string => typeof ref === "string"))];
 }
 
 function chunkBundleId(bundleId: string, index: number): string {
