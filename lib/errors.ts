@@ -66,10 +66,16 @@ export class OpenCTIError extends RunError {
   }
 }
 
+// A secret key and its value. A quoted value runs to its closing quote or to
+// the end of the text, so spaces and escaped quotes inside it are masked too.
+// An unquoted value may start with an auth scheme: `authorization: Bearer x`.
+const SECRET_FIELD =
+  /("?(?:access_token|refresh_token|token|password|secret|authorization)"?\s*[:=]\s*)("(?:[^"\\]|\\.)*"?|(?:(?:Bearer|Basic)\s+)?[^"&\s,}]+)/gi;
+
 /** Shortens and masks a response body for an error message or a log line. */
 export function excerpt(body: string, max = 120): string {
   const masked = body
-    .replace(/("?(?:access_token|refresh_token|token|password|secret|authorization)"?\s*[:=]\s*"?)[^"&\s,}]+/gi, "$1***")
+    .replace(SECRET_FIELD, (_field, key: string, value: string) => key + (value.startsWith('"') ? '"***"' : "***"))
     .replace(/\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+/g, "$1 ***")
     .replace(/\s+/g, " ")
     .trim();
