@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import { createAmqpSender } from "./amqp.ts";
 import { CitalidClient } from "./citalid.ts";
 import type { Config } from "./config.ts";
 import { OpenCTIError } from "./errors.ts";
@@ -131,7 +132,7 @@ export async function runConnector(config: Config, logger: Logger, options: { on
     pinger.start();
     await pinger.ping().catch(() => {});
 
-    sender = await createSender(config, opencti, registration, logger, ca);
+    sender = await createSender(config, opencti, registration, logger);
     const citalid = new CitalidClient({
       url: config.citalid.url,
       user: config.citalid.user,
@@ -248,7 +249,7 @@ async function waitForPlatform(opencti: OpenCTIClient, logger: Logger, timings: 
   }
 }
 
-async function createSender(config: Config, opencti: OpenCTIClient, registration: Registration, logger: Logger, ca: string | undefined): Promise<BundleSender> {
+async function createSender(config: Config, opencti: OpenCTIClient, registration: Registration, logger: Logger): Promise<BundleSender> {
   if (config.connector.queueProtocol === "api") {
     return createApiSender({
       opencti,
@@ -257,7 +258,23 @@ async function createSender(config: Config, opencti: OpenCTIClient, registration
       logger,
     });
   }
-  throw new FatalError("CONNECTOR_QUEUE_PROTOCOL=amqp is not available in this build: use api");
+  const amqp = createAmqpSender({
+    registration,
+    mq: config.mq,
+    caFile: config.caFile,
+    addExpectations: (workId, count) => opencti.workAddExpectations(workId, count),
+    logger,
+  });
+  // A wrong broker address or password shows at start-up, not only at the
+  // first version; a broker that is down now may be up by the first push.
+  try {
+    await amqp.connect();
+  } catch (error) {
+    logger.error("Cannot connect to RabbitMQ yet; each run tries again", {
+      reason: error instanceof Error ? error.message : String(error),
+    });
+  }
+  return amqp;
 }
 
 /** Push queue check before scheduled runs. */
