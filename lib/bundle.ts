@@ -1,6 +1,6 @@
 import { BundleError } from "./errors.ts";
 import type { StixObject } from "./stix.ts";
-import { OPENCTI_NAMESPACE, uuid5 } from "./uuid.ts";
+import { OPENCTI_NAMESPACE, uuid5 } from "./splitter.ts";
 
 const AUTHOR_DESCRIPTION =
   "Citalid offers a cyber risk quantification SaaS platform to manage security & cyber insurance investments. " +
@@ -13,7 +13,7 @@ const AUTHOR_DESCRIPTION =
  * the same id the platform gives an Organization named "Citalid".
  */
 export const AUTHOR_ID =
-  "identity--" + uuid5('{"identity_class":"organization","name":"citalid"}', OPENCTI_NAMESPACE);
+  "identity--" + uuid5(OPENCTI_NAMESPACE, '{"identity_class":"organization","name":"citalid"}');
 
 /** The Citalid author identity, identical on every run so that the platform merges it. */
 export function authorIdentity(): StixObject {
@@ -301,7 +301,7 @@ function markingRefs(object: StixObject): string[] {
 }
 
 function chunkBundleId(bundleId: string, index: number): string {
-  return index === 0 ? bundleId : "bundle--" + uuid5(`${bundleId}/${index}`, OPENCTI_NAMESPACE);
+  return index === 0 ? bundleId : "bundle--" + uuid5(OPENCTI_NAMESPACE, `${bundleId}/${index}`);
 }
 
 function envelopeBytes(bundleId: string): number {

@@ -19,7 +19,7 @@ import type { StixBundle, StixObject } from "../lib/stix.ts";
 const VERSION = "20250105-1";
 const BUNDLE_ID = "bundle--5d0092c5-5f74-4287-9642-33f4c354e56d";
 
-/** RFC 4122 version 5 UUID, written here apart from lib/uuid.ts so the two check each other. */
+/** RFC 4122 version 5 UUID, written here apart from the one in lib/splitter.ts so the two check each other. */
 function referenceUuid5(name: string, namespace: string): string {
   const digest = createHash("sha1")
     .update(Buffer.from(namespace.replaceAll("-", ""), "hex"))
