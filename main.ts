@@ -41,7 +41,8 @@ async function main(argv: string[]): Promise<number> {
     loaded = loadConfig({ argvConfigPath: commandLine.configPath, env: process.env, cwd: process.cwd(), execDir });
   } catch (error) {
     if (error instanceof ConfigError) {
-      process.stderr.write(`citalid-connector: invalid configuration:\n${error.message}\n`);
+      const warnings = error.warnings.map((warning) => `warning: ${warning}\n`).join("");
+      process.stderr.write(`${warnings}citalid-connector: invalid configuration:\n${error.message}\n`);
       return EXIT.config;
     }
     throw error;

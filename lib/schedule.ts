@@ -27,6 +27,7 @@ export interface SchedulerOptions {
 export class Scheduler {
   readonly #options: SchedulerOptions;
   #job: Cron | undefined;
+  #immediate: ReturnType<typeof setTimeout> | undefined;
   #current: Promise<void> | undefined;
   #stopped = false;
   #rerun = false;
@@ -63,15 +64,14 @@ export class Scheduler {
       this.#rerun = true;
       return;
     }
-    this.#job?.stop();
+    this.#cancelNext();
     this.#launch(false);
   }
 
   /** Cancels the next run and waits for the run under way, if any. */
   async stop(): Promise<void> {
     this.#stopped = true;
-    this.#job?.stop();
-    this.#job = undefined;
+    this.#cancelNext();
     this.nextRun = null;
     await this.#current;
   }
@@ -115,9 +115,16 @@ export class Scheduler {
     this.#options.logger.info("Schedule next run of connector", { next_run_datetime: next.toISOString() });
   }
 
+  #cancelNext(): void {
+    this.#job?.stop();
+    this.#job = undefined;
+    clearTimeout(this.#immediate);
+    this.#immediate = undefined;
+  }
+
   #schedule(at: Date, checkQueue: boolean): void {
     this.nextRun = at;
-    this.#job?.stop();
+    this.#cancelNext();
     const delay = at.getTime() - Date.now();
     const fire = () => {
       if (!this.#stopped && !this.#current) {
@@ -126,7 +133,7 @@ export class Scheduler {
     };
     if (delay <= 5) {
       // croner needs a time in the future.
-      setTimeout(fire, 0);
+      this.#immediate = setTimeout(fire, 0);
       return;
     }
     this.#job = new Cron(at, { maxRuns: 1 }, fire);
