@@ -24,9 +24,12 @@ export interface CitalidClientOptions {
   retryLimit?: number;
   /** First retry delay in milliseconds. @default 1000 */
   retryDelayMs?: number;
-  /** Time allowed for the response headers, in milliseconds. @default 30000 */
+  /**
+   * Time allowed for the response headers of one attempt, and for the body
+   * of a response other than a download, in milliseconds. @default 30000
+   */
   timeoutMs?: number;
-  /** Time allowed for a whole download, body included, in milliseconds. @default 3600000 */
+  /** Time allowed for the body of a download, from its response headers, in milliseconds. @default 3600000 */
   downloadTimeoutMs?: number;
 }
 
@@ -102,10 +105,9 @@ export class CitalidClient {
   /** Lists the published version ids, in the server's order. Raises CitalidError. */
   async listVersions(): Promise<string[]> {
     const path = `${API_PATH}/stix-bundles/versions/`;
-    const response = await this.#call(path, "list the Citalid versions");
+    const { response, text } = await this.#getText(path, "list the Citalid versions");
 
     let records: unknown;
-    const text = await response.text();
     try {
       records = text.trim() === "" ? [] : JSON.parse(text);
     } catch {
@@ -137,30 +139,16 @@ export class CitalidClient {
   }
 
   /**
-   * Downloads one version and parses it as JSON. A body cut short or not
-   * JSON is downloaded again, a bounded number of times. Raises CitalidError.
+   * Downloads one version and parses it as JSON. A body cut short, late or
+   * not JSON is downloaded again, a bounded number of times. Raises
+   * CitalidError.
    */
   async downloadVersion(versionId: string): Promise<{ json: unknown; bytes: number }> {
     const path = `${API_PATH}/stix-bundles/versions/${encodeURIComponent(versionId)}/download/`;
     const attempts = (this.#options.retryLimit ?? 4) + 1;
 
     for (let attempt = 1; ; attempt++) {
-      const response = await this.#call(path, `download Citalid version ${versionId}`, versionId);
-
-      let text: string;
-      try {
-        text = await response.text();
-      } catch (error) {
-        if (attempt < attempts) {
-          this.#logBodyRetry(path, versionId, attempt, attempts, describeHttpFailure(error));
-          await sleep(this.#retryDelay(attempt));
-          continue;
-        }
-        throw new CitalidError(
-          `Download of Citalid version ${versionId} on ${path} was cut off after ${attempts} attempts: ${describeHttpFailure(error)}`,
-          { path, versionId, cause: error },
-        );
-      }
+      const { response, text } = await this.#getText(path, `download Citalid version ${versionId}`, versionId);
 
       try {
         return { json: JSON.parse(text), bytes: Buffer.byteLength(text) };
@@ -178,7 +166,47 @@ export class CitalidClient {
     }
   }
 
-  async #call(path: string, action: string, versionId?: string): Promise<Response> {
+  /**
+   * Sends a GET and reads the whole body as text. The body must arrive
+   * within `downloadTimeoutMs` for a download, else `timeoutMs`, counted
+   * from the response headers. A body cut short or late is requested again,
+   * up to `retryLimit` times.
+   */
+  async #getText(path: string, action: string, versionId?: string): Promise<{ response: Response; text: string }> {
+    const attempts = (this.#options.retryLimit ?? 4) + 1;
+    const bodyTimeoutMs = versionId
+      ? (this.#options.downloadTimeoutMs ?? 3_600_000)
+      : (this.#options.timeoutMs ?? 30_000);
+
+    for (let attempt = 1; ; attempt++) {
+      const controller = new AbortController();
+      const response = await this.#call(path, action, versionId, controller.signal);
+      const timer = setTimeout(() => controller.abort(), bodyTimeoutMs);
+      try {
+        return { response, text: await response.text() };
+      } catch (error) {
+        const reason = controller.signal.aborted
+          ? `timed out after ${bodyTimeoutMs} ms reading the body`
+          : `body cut off: ${describeHttpFailure(error)}`;
+        if (attempt < attempts) {
+          this.#logBodyRetry(path, versionId, attempt, attempts, reason);
+          await sleep(this.#retryDelay(attempt));
+          continue;
+        }
+        const subject = versionId ? ` (version ${versionId})` : "";
+        throw new CitalidError(`Failed to ${action}: ${reason} on ${path}${subject}, after ${attempts} attempts`, {
+          path,
+          status: response.status,
+          versionId,
+          cause: error,
+        });
+      } finally {
+        clearTimeout(timer);
+      }
+    }
+  }
+
+  async #call(path: string, action: string, versionId: string | undefined, signal: AbortSignal): Promise<Response> {
     if (this.#token === undefined) {
       await this.login();
     }
@@ -191,9 +219,7 @@ export class CitalidClient {
             "accept-language": this.#options.language ?? "en",
           },
           timeout: this.#options.timeoutMs ?? 30_000,
-          signal: versionId
-            ? AbortSignal.timeout(this.#options.downloadTimeoutMs ?? 3_600_000)
-            : undefined,
+          signal,
         });
       } catch (error) {
         if (isHTTPError(error) && error.response.status === 401) {
@@ -237,10 +263,10 @@ export class CitalidClient {
     });
   }
 
-  #logBodyRetry(path: string, versionId: string, attempt: number, attempts: number, reason: string): void {
-    this.#options.logger.warn("Citalid download failed, retrying", {
+  #logBodyRetry(path: string, versionId: string | undefined, attempt: number, attempts: number, reason: string): void {
+    this.#options.logger.warn(versionId ? "Citalid download failed, retrying" : "Citalid request failed, retrying", {
       path,
-      version_id: versionId,
+      version_id: versionId ?? null,
       attempt: attempt + 1,
       max_attempts: attempts,
       reason,

@@ -28,6 +28,15 @@ export interface Timings {
   startupMaxDelayMs: number;
   /** Time a shutdown may take before the process exits anyway, in milliseconds. @default 9000 */
   shutdownGraceMs: number;
+  /**
+   * Time allowed for the response headers of one Citalid request, and for
+   * the body of a response other than a download, in milliseconds. @default 30000
+   */
+  citalidTimeoutMs: number;
+  /** Time allowed for the body of one Citalid download, from its response headers, in milliseconds. @default 3600000 */
+  citalidDownloadTimeoutMs: number;
+  /** Time allowed for one OpenCTI request, in milliseconds. @default 300000 */
+  openctiTimeoutMs: number;
 }
 
 /** Production timings. */
@@ -37,6 +46,9 @@ export const DEFAULT_TIMINGS: Timings = {
   bufferingRecheckMs: 60_000,
   startupMaxDelayMs: 60_000,
   shutdownGraceMs: 9000,
+  citalidTimeoutMs: 30_000,
+  citalidDownloadTimeoutMs: 3_600_000,
+  openctiTimeoutMs: 300_000,
 };
 
 /** A failure that restarting the process does not fix; the process exits with code 2. */
@@ -83,6 +95,7 @@ export async function runConnector(config: Config, logger: Logger, options: { on
       sslVerify: config.opencti.sslVerify,
       ca,
       retryDelayMs: timings.retryDelayMs,
+      timeoutMs: timings.openctiTimeoutMs,
       pushMaxMb: config.connector.pushMaxMb,
     });
 
@@ -142,6 +155,8 @@ export async function runConnector(config: Config, logger: Logger, options: { on
       userAgent: USER_AGENT,
       ca,
       retryDelayMs: timings.retryDelayMs,
+      timeoutMs: timings.citalidTimeoutMs,
+      downloadTimeoutMs: timings.citalidDownloadTimeoutMs,
     });
 
     let fatal: Error | undefined;
@@ -398,9 +413,11 @@ class Shutdown {
 }
 
 /**
- * Reads timing overrides from `CONNECTOR_RETRY_DELAY_MS`,
- * `CONNECTOR_PING_INTERVAL_MS`, `CONNECTOR_BUFFERING_RECHECK_MS` and
- * `CONNECTOR_SHUTDOWN_GRACE_MS` (milliseconds; tests shorten them). Raises
+ * Reads timing overrides, in milliseconds, that tests use to shorten waits:
+ * `CONNECTOR_RETRY_DELAY_MS`, `CONNECTOR_PING_INTERVAL_MS`,
+ * `CONNECTOR_BUFFERING_RECHECK_MS`, `CONNECTOR_SHUTDOWN_GRACE_MS`,
+ * `CONNECTOR_CITALID_TIMEOUT_MS`, `CONNECTOR_CITALID_DOWNLOAD_TIMEOUT_MS`
+ * and `CONNECTOR_OPENCTI_TIMEOUT_MS` (see {@linkcode Timings}). Raises
  * FatalError on a value that is not a positive integer.
  */
 export function timingsFromEnv(env: Record<string, string | undefined>): Partial<Timings> {
@@ -420,6 +437,9 @@ export function timingsFromEnv(env: Record<string, string | undefined>): Partial
   read("CONNECTOR_PING_INTERVAL_MS", "pingIntervalMs");
   read("CONNECTOR_BUFFERING_RECHECK_MS", "bufferingRecheckMs");
   read("CONNECTOR_SHUTDOWN_GRACE_MS", "shutdownGraceMs");
+  read("CONNECTOR_CITALID_TIMEOUT_MS", "citalidTimeoutMs");
+  read("CONNECTOR_CITALID_DOWNLOAD_TIMEOUT_MS", "citalidDownloadTimeoutMs");
+  read("CONNECTOR_OPENCTI_TIMEOUT_MS", "openctiTimeoutMs");
   if (timings.retryDelayMs !== undefined) {
     timings.startupMaxDelayMs = Math.max(timings.retryDelayMs * 8, 1);
   }

@@ -77,6 +77,8 @@ export function excerpt(body: string, max = 120): string {
   const masked = body
     .replace(SECRET_FIELD, (_field, key: string, value: string) => key + (value.startsWith('"') ? '"***"' : "***"))
     .replace(/\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+/g, "$1 ***")
+    // A JWT outside a named field: base64url header "eyJ…", payload and signature.
+    .replace(/\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*/g, "***")
     .replace(/\s+/g, " ")
     .trim();
   return masked.length > max ? masked.slice(0, max) + "…" : masked;
