@@ -9,6 +9,7 @@ import { HELP, UsageError, parseCommandLine } from "./lib/cli.ts";
 import { ConfigError, loadConfig } from "./lib/config.ts";
 import { EXIT, FatalError, runConnector, timingsFromEnv } from "./lib/connector.ts";
 import { createLogger } from "./lib/log.ts";
+import { configureProgress, stderrProgressTerminal } from "./lib/progress.ts";
 import { StateFileError } from "./lib/state.ts";
 import { CONNECTOR_VERSION } from "./lib/version.ts";
 
@@ -49,14 +50,22 @@ async function main(argv: string[]): Promise<number> {
   }
 
   const { config } = loaded;
-  const logger = createLogger({ level: config.connector.logLevel, json: config.opencti.jsonLogging, name: config.connector.name });
+  // On a terminal with readable logs, progress shows as a bar below the log lines.
+  const terminal = stderrProgressTerminal(config.opencti.jsonLogging);
+  configureProgress({ terminal });
+  const logger = createLogger({
+    level: config.connector.logLevel,
+    json: config.opencti.jsonLogging,
+    name: config.connector.name,
+    write: terminal ? (line) => terminal.writeLine(line) : undefined,
+  });
   logger.addSecrets(config.opencti.token, config.citalid.password, config.mq.pass);
   for (const warning of loaded.warnings) {
     logger.warn(warning, { config_file: loaded.source ?? null });
   }
 
   if (commandLine.check) {
-    return runCheck(config, logger);
+    return runCheck(config, logger, { source: loaded.source });
   }
 
   try {

@@ -1,4 +1,5 @@
-import { readFileSync } from "node:fs";
+import { constants as fsConstants, accessSync, existsSync, readFileSync } from "node:fs";
+import { dirname } from "node:path";
 import { CitalidClient } from "./citalid.ts";
 import type { Config } from "./config.ts";
 import type { Logger } from "./log.ts";
@@ -9,20 +10,85 @@ import { USER_AGENT } from "./version.ts";
 /** One line of the check report. */
 export interface CheckResult {
   name: string;
-  ok: boolean;
+  /** `skip` is for a check that cannot run because an earlier one failed or does not apply. */
+  status: "ok" | "fail" | "skip";
   detail: string;
 }
 
+/** Options of {@linkcode runCheck}. */
+export interface CheckOptions {
+  /** Absolute path of the config.yml that was read, or undefined when none was found. */
+  source?: string;
+  /** Writes one line of the report. @default a line on stdout */
+  write?: (line: string) => void;
+}
+
+// One retry and short timeouts: an operator waits for the report.
+const CHECK_RETRY_LIMIT = 1;
+const CHECK_TIMEOUT_MS = 30_000;
+
 /**
  * Checks the settings against both services without importing anything or
- * registering a work: logs in to Citalid and lists the versions, then asks
- * the platform for its version with the token. Prints a short report on
- * stdout and returns 0 when every check passes, 1 otherwise.
+ * registering a work: validates the state file's folder, logs in to
+ * Citalid and lists the versions, then queries the platform's version with
+ * the token. Prints a short report on stdout, one line per check, and
+ * resolves with 0 when every check passes, 1 otherwise. Each request gets
+ * one retry and a timeout of 30 s per attempt.
  */
-export async function runCheck(config: Config, logger: Logger, write = (line: string) => process.stdout.write(line + "\n")): Promise<number> {
+export async function runCheck(config: Config, logger: Logger, options: CheckOptions = {}): Promise<number> {
+  const write = options.write ?? ((line: string) => process.stdout.write(line + "\n"));
   const ca = config.caFile ? readFileSync(config.caFile, "utf8") : undefined;
-  const results: CheckResult[] = [{ name: "configuration", ok: true, detail: "valid" }];
+  const results: CheckResult[] = [
+    {
+      name: "configuration",
+      status: "ok",
+      detail: options.source ? `valid, read from ${options.source} and the environment` : "valid, read from the environment (no config.yml found)",
+    },
+    checkStateFolder(config.connector.stateFile),
+    ...(await checkCitalid(config, logger, ca)),
+    await checkOpenCTI(config, logger, ca),
+  ];
+  if (config.connector.queueProtocol === "amqp") {
+    results.push({
+      name: "RabbitMQ",
+      status: "skip",
+      detail: "not checked: the broker's address comes from registerConnector, which --check does not call",
+    });
+  }
 
+  const width = Math.max(...results.map((result) => result.name.length));
+  for (const result of results) {
+    write(`${result.status.toUpperCase().padEnd(4)}  ${result.name.padEnd(width)}  ${result.detail}`);
+  }
+  const failed = results.filter((result) => result.status === "fail").length;
+  write(failed === 0 ? "All checks passed." : `${failed} check(s) failed.`);
+  return failed === 0 ? 0 : 1;
+}
+
+/** Checks what StateFile.open checks at start-up, without taking the lock. */
+function checkStateFolder(stateFile: string): CheckResult {
+  const name = "state file";
+  const folder = dirname(stateFile);
+  if (!existsSync(folder)) {
+    return {
+      name,
+      status: "fail",
+      detail: `folder ${folder} does not exist: create it or set CONNECTOR_STATE_FILE to a path in an existing folder`,
+    };
+  }
+  try {
+    accessSync(folder, fsConstants.W_OK);
+  } catch {
+    return {
+      name,
+      status: "fail",
+      detail: `folder ${folder} is not writable by this user: fix its permissions or set CONNECTOR_STATE_FILE elsewhere`,
+    };
+  }
+  return { name, status: "ok", detail: `${stateFile} (${existsSync(stateFile) ? "exists" : "not created yet"})` };
+}
+
+async function checkCitalid(config: Config, logger: Logger, ca: string | undefined): Promise<CheckResult[]> {
   const citalid = new CitalidClient({
     url: config.citalid.url,
     user: config.citalid.user,
@@ -31,21 +97,40 @@ export async function runCheck(config: Config, logger: Logger, write = (line: st
     logger,
     userAgent: USER_AGENT,
     ca,
-    retryLimit: 1,
+    retryLimit: CHECK_RETRY_LIMIT,
+    timeoutMs: CHECK_TIMEOUT_MS,
   });
+
   try {
     await citalid.login();
-    results.push({ name: "Citalid login", ok: true, detail: `user ${config.citalid.user} on ${config.citalid.url}` });
-    const ids = (await citalid.listVersions()).filter(hasDatePrefix).sort(compareVersionIds);
-    results.push({
-      name: "Citalid versions",
-      ok: true,
-      detail: `${ids.length} version(s), newest ${ids.at(-1) ?? "none"}`,
-    });
   } catch (error) {
-    results.push({ name: "Citalid", ok: false, detail: (error as Error).message });
+    return [
+      { name: "Citalid login", status: "fail", detail: (error as Error).message },
+      { name: "Citalid versions", status: "skip", detail: "not listed because the login failed" },
+    ];
   }
+  const login: CheckResult = { name: "Citalid login", status: "ok", detail: `user ${config.citalid.user} on ${config.citalid.url}` };
 
+  let ids: string[];
+  try {
+    ids = await citalid.listVersions();
+  } catch (error) {
+    return [login, { name: "Citalid versions", status: "fail", detail: (error as Error).message }];
+  }
+  const dated = ids.filter(hasDatePrefix).sort(compareVersionIds);
+  const skipped = ids.length - dated.length;
+  const newest = dated.at(-1) ?? "none";
+  return [
+    login,
+    {
+      name: "Citalid versions",
+      status: "ok",
+      detail: `${dated.length} version(s), newest ${newest}${skipped > 0 ? `; ${skipped} skipped because the id does not start with a YYYYMMDD date` : ""}`,
+    },
+  ];
+}
+
+async function checkOpenCTI(config: Config, logger: Logger, ca: string | undefined): Promise<CheckResult> {
   const opencti = new OpenCTIClient({
     url: config.opencti.url,
     token: config.opencti.token,
@@ -53,26 +138,23 @@ export async function runCheck(config: Config, logger: Logger, write = (line: st
     userAgent: USER_AGENT,
     sslVerify: config.opencti.sslVerify,
     ca,
-    retryLimit: 1,
+    retryLimit: CHECK_RETRY_LIMIT,
+    timeoutMs: CHECK_TIMEOUT_MS,
   });
-  try {
-    const version = await opencti.platformVersion();
-    const supported = platformAtLeast(version, 6, 3);
-    results.push({
-      name: "OpenCTI",
-      ok: supported,
-      detail: supported
-        ? `${opencti.endpoint} answers, token accepted, platform ${version}`
-        : `platform ${version} is older than 6.3, which this connector needs`,
-    });
-  } catch (error) {
-    results.push({ name: "OpenCTI", ok: false, detail: (error as Error).message });
-  }
 
-  for (const result of results) {
-    write(`${result.ok ? "ok  " : "FAIL"}  ${result.name}: ${result.detail}`);
+  // OpenCTI returns `about` only to a request with a valid token, so this also checks the token.
+  let version: string;
+  try {
+    version = await opencti.platformVersion();
+  } catch (error) {
+    return { name: "OpenCTI", status: "fail", detail: (error as Error).message };
   }
-  const failed = results.filter((result) => !result.ok).length;
-  write(failed === 0 ? "All checks passed." : `${failed} check(s) failed.`);
-  return failed === 0 ? 0 : 1;
+  if (!platformAtLeast(version, 6, 3)) {
+    return {
+      name: "OpenCTI",
+      status: "fail",
+      detail: `${opencti.endpoint} runs OpenCTI ${version}, but this connector needs 6.3 or later (stixBundlePush): upgrade the platform`,
+    };
+  }
+  return { name: "OpenCTI", status: "ok", detail: `${opencti.endpoint} responds, token accepted, platform ${version}` };
 }
