@@ -2,6 +2,7 @@ import { type KyInstance, isHTTPError, isTimeoutError } from "ky";
 import { CitalidAuthError, CitalidError, excerpt } from "./errors.ts";
 import { createHttp, describeHttpFailure, isTransientNetworkError } from "./http.ts";
 import type { Logger } from "./log.ts";
+import { reportBodyProgress } from "./progress.ts";
 
 /** Public OAuth client id of Citalid's web client; its secret is empty. */
 export const CITALID_CLIENT_ID = "0RcQ2BmuJRRsZKvY1Xf1gdjiwYRZhQKBNOxY9KOI";
@@ -31,6 +32,12 @@ export interface CitalidClientOptions {
   timeoutMs?: number;
   /** Time allowed for the body of a download, from its response headers, in milliseconds. @default 3600000 */
   downloadTimeoutMs?: number;
+  /**
+   * Called as a download's body arrives, with the bytes received so far in
+   * this attempt and the Content-Length when known, as described for
+   * {@linkcode reportBodyProgress}.
+   */
+  onProgress?: (versionId: string, bytes: number, total: number | undefined) => void;
 }
 
 /** A version as listed by Citalid; fields other than `id` are ignored. */
@@ -182,8 +189,10 @@ export class CitalidClient {
       const controller = new AbortController();
       const response = await this.#call(path, action, versionId, controller.signal);
       const timer = setTimeout(() => controller.abort(), bodyTimeoutMs);
+      const onProgress = this.#options.onProgress;
+      const body = versionId && onProgress ? reportBodyProgress(response, (bytes, total) => onProgress(versionId, bytes, total)) : response;
       try {
-        return { response, text: await response.text() };
+        return { response, text: await body.text() };
       } catch (error) {
         const reason = controller.signal.aborted
           ? `timed out after ${bodyTimeoutMs} ms reading the body`
