@@ -1,6 +1,7 @@
 import { chunkVersion } from "./bundle.ts";
 import type { Logger } from "./log.ts";
 import type { OpenCTIClient } from "./opencti.ts";
+import { createProgress } from "./progress.ts";
 import type { StixObject } from "./stix.ts";
 
 /** What one version's send produced, for logs, work messages and metrics. */
@@ -54,23 +55,36 @@ export function createApiSender(options: ApiSenderOptions): BundleSender {
   return {
     async send(objects, context) {
       const chunks = chunkVersion(context.versionId, context.bundleId, objects, options.maxBundleBytes);
+      const progress = createProgress({
+        message: "Pushing Citalid version",
+        title: `Pushing ${context.versionId}`,
+        unit: "objects",
+        total: chunks.reduce((total, chunk) => total + chunk.objects, 0),
+        logger: options.logger,
+        attributes: { work_id: context.workId, version_id: context.versionId },
+      });
 
       let bytes = 0;
       let sentObjects = 0;
-      for (const [index, chunk] of chunks.entries()) {
-        const size = Buffer.byteLength(chunk.json);
-        options.logger.debug("Pushing a bundle through the API", {
-          work_id: context.workId,
-          version_id: context.versionId,
-          bundle: index + 1,
-          bundles: chunks.length,
-          objects: chunk.objects,
-          bytes: size,
-        });
-        await options.opencti.stixBundlePush(options.connectorId, chunk.json, context.workId);
-        bytes += size;
-        sentObjects += chunk.objects;
-        options.onBundle?.(size);
+      try {
+        for (const [index, chunk] of chunks.entries()) {
+          const size = Buffer.byteLength(chunk.json);
+          options.logger.debug("Pushing a bundle through the API", {
+            work_id: context.workId,
+            version_id: context.versionId,
+            bundle: index + 1,
+            bundles: chunks.length,
+            objects: chunk.objects,
+            bytes: size,
+          });
+          await options.opencti.stixBundlePush(options.connectorId, chunk.json, context.workId);
+          bytes += size;
+          sentObjects += chunk.objects;
+          options.onBundle?.(size);
+          progress.advance(chunk.objects);
+        }
+      } finally {
+        progress.done();
       }
       return { bundles: chunks.length, objects: sentObjects, bytes, dropped: 0 };
     },
