@@ -262,6 +262,8 @@ export interface FakeIdentity {
 export interface OpenCTIFaultCommon {
   /** Calls the fault applies to before it is removed. @default Infinity */
   times?: number;
+  /** Matching calls let through unchanged before the fault starts to apply. @default 0 */
+  skip?: number;
 }
 
 /**
@@ -417,6 +419,8 @@ interface ActiveFault {
   fault: OpenCTIFault;
   hits: number;
   remaining: number;
+  /** Matching calls still to let through. */
+  skip: number;
 }
 
 interface Context {
@@ -648,6 +652,7 @@ export async function startFakeOpenCTI(
         fault,
         hits: 0,
         remaining: fault.times ?? Infinity,
+        skip: fault.skip ?? 0,
       };
       faults.push(active);
 
@@ -972,6 +977,10 @@ export async function startFakeOpenCTI(
         (candidate.field === "*" || rootFields.includes(candidate.field)),
     );
     if (active === undefined) {
+      return null;
+    }
+    if (active.skip > 0) {
+      active.skip -= 1;
       return null;
     }
 
