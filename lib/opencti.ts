@@ -67,8 +67,9 @@ const ERROR_MESSAGES: Record<string, string> = {
   FUNCTIONAL_ERROR: "the platform refused the request",
 };
 
-// Error codes that a retry can fix: the platform is busy or restarting.
-const TRANSIENT_CODES = new Set(["LOCK_ERROR", "DATABASE_ERROR", "TIMEOUT_ERROR"]);
+// Error codes that a retry can fix: the platform is busy or restarting, or
+// its response was cut off. `request` sends the operation again on these.
+const TRANSIENT_CODES = new Set(["LOCK_ERROR", "DATABASE_ERROR", "TIMEOUT_ERROR", "RESPONSE_CUT_OFF"]);
 
 /**
  * Client of the OpenCTI GraphQL API for one connector: `POST <url>/graphql`
@@ -104,8 +105,35 @@ export class OpenCTIClient {
     return this.#endpoint;
   }
 
-  /** Sends one GraphQL operation and returns its `data`. Raises OpenCTIError. */
+  /**
+   * Sends one GraphQL operation and returns its `data`. A platform error
+   * that a retry can fix (LOCK_ERROR, DATABASE_ERROR, TIMEOUT_ERROR) or a
+   * response cut off is sent again with backoff, up to `retryLimit` times;
+   * network errors and 5xx are retried the same way by the HTTP layer.
+   * Raises OpenCTIError.
+   */
   async request<T>(operation: string, query: string, variables: Record<string, unknown> = {}): Promise<T> {
+    const attempts = (this.#options.retryLimit ?? 6) + 1;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.#requestOnce<T>(operation, query, variables);
+      } catch (error) {
+        if (!(error instanceof OpenCTIError) || !TRANSIENT_CODES.has(error.code) || attempt >= attempts) {
+          throw error;
+        }
+        this.#options.logger.warn("OpenCTI request failed, retrying", {
+          operation,
+          attempt: attempt + 1,
+          max_attempts: attempts,
+          reason: error.code,
+        });
+        const delay = Math.min((this.#options.retryDelayMs ?? 1000) * 2 ** (attempt - 1), 30_000);
+        await Bun.sleep(delay * (0.8 + Math.random() * 0.4));
+      }
+    }
+  }
+
+  async #requestOnce<T>(operation: string, query: string, variables: Record<string, unknown>): Promise<T> {
     let response: Response;
     try {
       response = await this.#http.post(this.#endpoint, {
@@ -116,7 +144,16 @@ export class OpenCTIClient {
       throw this.#wrapHttpError(error, operation);
     }
 
-    const text = await response.text();
+    let text: string;
+    try {
+      text = await response.text();
+    } catch (error) {
+      throw new OpenCTIError(`OpenCTI ${operation} response was cut off: ${describeHttpFailure(error)}`, {
+        code: "RESPONSE_CUT_OFF",
+        operation,
+        cause: error,
+      });
+    }
     let payload: { data?: unknown; errors?: { message?: string; name?: string; extensions?: { code?: string } }[] };
     try {
       payload = JSON.parse(text);
