@@ -99,6 +99,15 @@ export class StateFile {
       );
     }
     try {
+      closeSync(openSync(folder, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY));
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === "ENOTDIR") {
+        throw new StateFileError(
+          `State file folder ${folder} is not a folder: set CONNECTOR_STATE_FILE to a path in an existing folder`,
+        );
+      }
+    }
+    try {
       accessSync(folder, fsConstants.W_OK);
     } catch {
       throw new StateFileError(
