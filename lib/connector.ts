@@ -4,8 +4,10 @@ import { CitalidClient } from "./citalid.ts";
 import type { Config } from "./config.ts";
 import { OpenCTIError } from "./errors.ts";
 import type { Logger } from "./log.ts";
+import { ConnectorMetrics, MetricsPortError, type MetricsServer, serveMetrics } from "./metrics.ts";
 import { type ConnectorInfo, OpenCTIClient, type Registration, platformAtLeast } from "./opencti.ts";
 import { Pinger } from "./ping.ts";
+import { configureProgress, trackDownloads } from "./progress.ts";
 import { type RunOutcome, isoSeconds, runImport } from "./run.ts";
 import { Scheduler } from "./schedule.ts";
 import { type BundleSender, createApiSender } from "./sender.ts";
@@ -37,6 +39,8 @@ export interface Timings {
   citalidDownloadTimeoutMs: number;
   /** Time allowed for one OpenCTI request, in milliseconds. @default 300000 */
   openctiTimeoutMs: number;
+  /** Minimum time between two progress lines of a download or a push, in milliseconds. @default 10000 */
+  progressIntervalMs: number;
 }
 
 /** Production timings. */
@@ -49,6 +53,7 @@ export const DEFAULT_TIMINGS: Timings = {
   citalidTimeoutMs: 30_000,
   citalidDownloadTimeoutMs: 3_600_000,
   openctiTimeoutMs: 300_000,
+  progressIntervalMs: 10_000,
 };
 
 /** A failure that restarting the process does not fix; the process exits with code 2. */
@@ -80,13 +85,23 @@ export async function runConnector(config: Config, logger: Logger, options: { on
     logger.warn("OPENCTI_SSL_VERIFY is false: the platform's TLS certificate is not verified");
   }
 
+  configureProgress({ intervalMs: timings.progressIntervalMs });
+  const metrics = config.connector.exposeMetrics
+    ? new ConnectorMetrics({ namespace: config.connector.metricsNamespace, subsystem: config.connector.metricsSubsystem })
+    : undefined;
+  const downloads = trackDownloads({ logger, onBytes: (bytes) => metrics?.bytesDownloaded(bytes) });
+
   const file = new StateFile(config.connector.stateFile, logger);
   file.open();
 
   const shutdown = new Shutdown(logger, timings.shutdownGraceMs);
   let sender: BundleSender | undefined;
   let pinger: Pinger | undefined;
+  let metricsServer: MetricsServer | undefined;
   try {
+    if (metrics) {
+      metricsServer = startMetricsServer(config, metrics, logger);
+    }
     const opencti = new OpenCTIClient({
       url: config.opencti.url,
       token: config.opencti.token,
@@ -142,6 +157,7 @@ export async function runConnector(config: Config, logger: Logger, options: { on
       intervalMs: timings.pingIntervalMs,
     });
     sync.attach(pinger);
+    metrics?.trackPings(pinger);
     pinger.start();
     await pinger.ping().catch(() => {});
 
@@ -157,11 +173,13 @@ export async function runConnector(config: Config, logger: Logger, options: { on
       retryDelayMs: timings.retryDelayMs,
       timeoutMs: timings.citalidTimeoutMs,
       downloadTimeoutMs: timings.citalidDownloadTimeoutMs,
+      onProgress: downloads.onProgress,
     });
 
     let fatal: Error | undefined;
     const activeSender = sender;
     const runOnce = async (): Promise<RunOutcome> => {
+      metrics?.runStarted();
       const outcome = await runImport({
         citalid,
         opencti,
@@ -170,7 +188,10 @@ export async function runConnector(config: Config, logger: Logger, options: { on
         logger,
         connectorId: config.connector.id,
         stopping: () => shutdown.requested,
+        onVersion: (report) => metrics?.versionImported(report),
       });
+      downloads.finish();
+      metrics?.runFinished(outcome);
       if (outcome.error instanceof OpenCTIError && outcome.error.code === "AUTH_REQUIRED") {
         fatal = new FatalError(outcome.error.message);
       }
@@ -218,10 +239,24 @@ export async function runConnector(config: Config, logger: Logger, options: { on
     logger.info("Connector stopped", { connector_id: config.connector.id });
     return EXIT.ok;
   } finally {
+    metrics?.setState("stopped");
+    await metricsServer?.stop();
     pinger?.stop();
     await sender?.close().catch(() => {});
     file.close();
     shutdown.dispose();
+  }
+}
+
+/** Starts the metrics server. Raises FatalError when the port cannot be bound. */
+function startMetricsServer(config: Config, metrics: ConnectorMetrics, logger: Logger): MetricsServer {
+  try {
+    return serveMetrics({ metrics, host: config.connector.metricsHost, port: config.connector.metricsPort, logger });
+  } catch (error) {
+    if (error instanceof MetricsPortError) {
+      throw new FatalError(error.message);
+    }
+    throw error;
   }
 }
 
@@ -416,8 +451,9 @@ class Shutdown {
  * Reads timing overrides, in milliseconds, that tests use to shorten waits:
  * `CONNECTOR_RETRY_DELAY_MS`, `CONNECTOR_PING_INTERVAL_MS`,
  * `CONNECTOR_BUFFERING_RECHECK_MS`, `CONNECTOR_SHUTDOWN_GRACE_MS`,
- * `CONNECTOR_CITALID_TIMEOUT_MS`, `CONNECTOR_CITALID_DOWNLOAD_TIMEOUT_MS`
- * and `CONNECTOR_OPENCTI_TIMEOUT_MS` (see {@linkcode Timings}). Raises
+ * `CONNECTOR_CITALID_TIMEOUT_MS`, `CONNECTOR_CITALID_DOWNLOAD_TIMEOUT_MS`,
+ * `CONNECTOR_OPENCTI_TIMEOUT_MS` and `CONNECTOR_PROGRESS_INTERVAL_MS` (see
+ * {@linkcode Timings}). Raises
  * FatalError on a value that is not a positive integer.
  */
 export function timingsFromEnv(env: Record<string, string | undefined>): Partial<Timings> {
@@ -440,6 +476,7 @@ export function timingsFromEnv(env: Record<string, string | undefined>): Partial
   read("CONNECTOR_CITALID_TIMEOUT_MS", "citalidTimeoutMs");
   read("CONNECTOR_CITALID_DOWNLOAD_TIMEOUT_MS", "citalidDownloadTimeoutMs");
   read("CONNECTOR_OPENCTI_TIMEOUT_MS", "openctiTimeoutMs");
+  read("CONNECTOR_PROGRESS_INTERVAL_MS", "progressIntervalMs");
   if (timings.retryDelayMs !== undefined) {
     timings.startupMaxDelayMs = Math.max(timings.retryDelayMs * 8, 1);
   }
