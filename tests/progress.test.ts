@@ -9,6 +9,10 @@ import {
   reportBodyProgress,
   trackDownloads,
 } from "../lib/progress.ts";
+import { startFakeCitalid } from "./fakes/citalid.ts";
+import { startFakeOpenCTI } from "./fakes/opencti.ts";
+import { fixtureCitalidVersions } from "./fixtures/versions.ts";
+import { TEST_SECRETS, connectorEnv, runConnectorOnce, tempDir } from "./helpers/connector.ts";
 
 interface LogRecord {
   message: string;
@@ -393,5 +397,32 @@ describe("trackDownloads", () => {
     downloads.finish();
 
     expect(writes.at(-1)).toBe("\r\x1b[2K");
+  });
+});
+
+describe("progress end to end", () => {
+  test("logs download and push progress", async () => {
+    const citalid = await startFakeCitalid({ versions: fixtureCitalidVersions().slice(0, 1), password: TEST_SECRETS.citalidPassword });
+    const opencti = await startFakeOpenCTI({ token: TEST_SECRETS.openctiToken });
+    try {
+      const env = connectorEnv(citalid, opencti, tempDir(), { CONNECTOR_PROGRESS_INTERVAL_MS: "1", CONNECTOR_PUSH_MAX_MB: "0.4" });
+
+      const run = await runConnectorOnce(env);
+
+      expect(run.code).toBe(0);
+      const download = run.logs().filter((line) => line.message === "Downloading Citalid version");
+      const push = run.logs().filter((line) => line.message === "Pushing Citalid version");
+      const size = fixtureCitalidVersions()[0]!.body.byteLength;
+      expect(download.length).toBeGreaterThan(0);
+      expect(download.at(-1)?.attributes?.version_id).toBe("20250105-1");
+      expect(download.at(-1)?.attributes?.total_bytes).toBe(size);
+      expect(push.length).toBeGreaterThan(0);
+      expect(push.at(-1)?.attributes?.version_id).toBe("20250105-1");
+      expect(push.at(-1)?.attributes?.objects).toBeGreaterThan(0);
+      expect(push.at(-1)?.attributes?.total_objects).toBeGreaterThanOrEqual(push.at(-1)?.attributes?.objects as number);
+    } finally {
+      await citalid.stop();
+      await opencti.stop();
+    }
   });
 });
