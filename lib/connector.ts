@@ -8,7 +8,7 @@ import { ConnectorMetrics, MetricsPortError, type MetricsServer, serveMetrics } 
 import { type ConnectorInfo, OpenCTIClient, type Registration, platformAtLeast } from "./opencti.ts";
 import { Pinger } from "./ping.ts";
 import { configureProgress, trackDownloads } from "./progress.ts";
-import { type RunOutcome, isoSeconds, runImport } from "./run.ts";
+import { type RunOutcome, type UnclosedWorks, closeUnclosedWorks, isoSeconds, runImport } from "./run.ts";
 import { Scheduler } from "./schedule.ts";
 import { type BundleSender, createApiSender } from "./sender.ts";
 import { StateFile, parseState } from "./state.ts";
@@ -178,6 +178,7 @@ export async function runConnector(config: Config, logger: Logger, options: { on
 
     let fatal: Error | undefined;
     const activeSender = sender;
+    const unclosedWorks: UnclosedWorks = new Map();
     const runOnce = async (): Promise<RunOutcome> => {
       metrics?.runStarted();
       const outcome = await runImport({
@@ -188,6 +189,7 @@ export async function runConnector(config: Config, logger: Logger, options: { on
         logger,
         connectorId: config.connector.id,
         stopping: () => shutdown.requested,
+        unclosedWorks,
         onVersion: (report) => metrics?.versionImported(report),
       });
       downloads.finish();
@@ -205,6 +207,7 @@ export async function runConnector(config: Config, logger: Logger, options: { on
         outcome = await runOnce();
       }
       lastRunOnce = isoSeconds(new Date());
+      await closeUnclosedWorks(opencti, unclosedWorks, logger);
       await pinger.ping().catch(() => {});
       logger.info("Closing run and terminate", { status: outcome.status });
       if (fatal) {
@@ -232,6 +235,7 @@ export async function runConnector(config: Config, logger: Logger, options: { on
 
     const reason = await shutdown.wait();
     await scheduler.stop();
+    await closeUnclosedWorks(opencti, unclosedWorks, logger);
     await pinger.ping().catch(() => {});
     if (reason instanceof Error) {
       throw reason;

@@ -1,5 +1,6 @@
 import { prepareVersion } from "./bundle.ts";
 import type { CitalidClient } from "./citalid.ts";
+import { OpenCTIError } from "./errors.ts";
 import type { Logger } from "./log.ts";
 import type { OpenCTIClient } from "./opencti.ts";
 import type { BundleSender } from "./sender.ts";
@@ -40,7 +41,15 @@ export interface RunDependencies {
   onVersion?: (report: VersionReport) => void;
   /** Returns the current time. @default () => new Date() */
   now?: () => Date;
+  /**
+   * Works that a run failed to close, kept from run to run: each run first
+   * closes those left by earlier runs, then adds its own if closing fails.
+   */
+  unclosedWorks?: UnclosedWorks;
 }
+
+/** Works whose `toProcessed` failed, by work id, with the message and error flag to close them with. */
+export type UnclosedWorks = Map<string, { message: string; inError: boolean }>;
 
 /**
  * Runs one import: logs in to Citalid, lists the versions, and for each one
@@ -59,6 +68,10 @@ export async function runImport(deps: RunDependencies): Promise<RunOutcome> {
   let workId: string | undefined;
 
   try {
+    if (deps.unclosedWorks && deps.unclosedWorks.size > 0) {
+      await closeUnclosedWorks(opencti, deps.unclosedWorks, logger);
+    }
+
     logger.info("Logging in to Citalid");
     await citalid.login();
 
@@ -168,11 +181,47 @@ async function closeWork(deps: RunDependencies, workId: string, message: string,
   try {
     await deps.opencti.workToProcessed(workId, message, inError);
   } catch (error) {
-    deps.logger.error("Failed to close the work", {
+    const retried = deps.unclosedWorks !== undefined && isRetryable(error);
+    deps.logger.error(retried ? "Failed to close the work, so the next run tries again" : "Failed to close the work", {
       work_id: workId,
       reason: error instanceof Error ? error.message : String(error),
     });
+    if (retried) {
+      deps.unclosedWorks!.set(workId, { message, inError });
+    }
   }
+}
+
+/**
+ * Closes the works that earlier runs failed to close, such as while the
+ * platform was down, and removes each one closed from `unclosed`. A work
+ * that still fails stays for the next call, unless the platform rejects the
+ * request for good (an unknown work id). Never rejects.
+ */
+export async function closeUnclosedWorks(opencti: OpenCTIClient, unclosed: UnclosedWorks, logger: Logger): Promise<void> {
+  for (const [workId, close] of [...unclosed]) {
+    try {
+      await opencti.workToProcessed(workId, close.message, close.inError);
+      unclosed.delete(workId);
+      logger.info("Closed a work that an earlier run could not close", { work_id: workId, in_error: close.inError });
+    } catch (error) {
+      const retried = isRetryable(error);
+      if (!retried) {
+        unclosed.delete(workId);
+      }
+      const message = retried
+        ? "Still cannot close a work left open by an earlier run, so a later run tries again"
+        : "Cannot close a work left open by an earlier run, giving up on it";
+      logger.warn(message, {
+        work_id: workId,
+        reason: error instanceof Error ? error.message : String(error),
+      });
+    }
+  }
+}
+
+function isRetryable(error: unknown): boolean {
+  return !(error instanceof OpenCTIError) || error.retryable;
 }
 
 function sum(reports: VersionReport[], key: "objects" | "bundles"): number {
