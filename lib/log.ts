@@ -1,3 +1,4 @@
+import { fstatSync } from "node:fs";
 import type { LogLevel } from "./config.ts";
 
 /** Key-value pairs attached to a log line: ids, counts, durations. */
@@ -27,7 +28,8 @@ export interface LoggerOptions {
   write?: (line: string) => void;
   /**
    * Prefix each line with the sd-daemon severity (`<3>` for errors) so that
-   * `journalctl -p` filters work. @default true when `JOURNAL_STREAM` is set
+   * `journalctl -p` filters work. @default true when `JOURNAL_STREAM` names
+   * the file that stderr is open on
    */
   journald?: boolean;
 }
@@ -54,7 +56,7 @@ const SYSLOG_PRIORITY: Record<LogLevel, number> = { debug: 7, info: 6, warn: 4, 
 export function createLogger(options: LoggerOptions = {}): Logger {
   const name = options.name ?? "Citalid";
   const json = options.json ?? true;
-  const journald = options.journald ?? Boolean(process.env.JOURNAL_STREAM);
+  const journald = options.journald ?? isJournalStream(process.env.JOURNAL_STREAM);
   const write = options.write ?? ((line: string) => process.stderr.write(line + "\n"));
   const secrets: string[] = [];
   let minimum = RANK[options.level ?? "info"];
@@ -127,6 +129,25 @@ export function createLogger(options: LoggerOptions = {}): Logger {
       minimum = RANK[level];
     },
   };
+}
+
+/**
+ * Returns true when `journalStream`, the `$JOURNAL_STREAM` that systemd sets
+ * ("device:inode" in decimal), names the file open as `fd`. systemd.exec(5)
+ * advises this check because a process started by a service inherits the
+ * variable even when its stderr goes elsewhere, such as to a terminal.
+ */
+export function isJournalStream(journalStream: string | undefined, fd = 2): boolean {
+  const match = /^(\d+):(\d+)$/.exec(journalStream ?? "");
+  if (match === null) {
+    return false;
+  }
+  try {
+    const stats = fstatSync(fd, { bigint: true });
+    return stats.dev === BigInt(match[1]!) && stats.ino === BigInt(match[2]!);
+  } catch {
+    return false;
+  }
 }
 
 function replaceErrors(_key: string, value: unknown): unknown {

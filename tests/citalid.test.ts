@@ -1,0 +1,156 @@
+import { afterEach, beforeEach, describe, expect, test } from "bun:test";
+import { CitalidClient } from "../lib/citalid.ts";
+import { CitalidAuthError, CitalidError } from "../lib/errors.ts";
+import { type Logger, createLogger } from "../lib/log.ts";
+import { type FakeCitalid, startFakeCitalid } from "./fakes/citalid.ts";
+
+const PASSWORD = "p&ss=w%rd +é";
+
+let citalid: FakeCitalid;
+let lines: string[];
+let logger: Logger;
+
+beforeEach(async () => {
+  citalid = await startFakeCitalid({
+    password: PASSWORD,
+    versions: [
+      { id: "20250105-1", body: { type: "bundle", id: "bundle--1", objects: [] } },
+      { id: "2025 01/06?x", body: { type: "bundle", id: "bundle--2", objects: [] } },
+    ],
+  });
+  lines = [];
+  logger = createLogger({ level: "debug", write: (line) => lines.push(line) });
+});
+
+afterEach(async () => {
+  await citalid.stop();
+});
+
+function client(overrides: Partial<ConstructorParameters<typeof CitalidClient>[0]> = {}): CitalidClient {
+  return new CitalidClient({
+    url: citalid.url,
+    user: citalid.user,
+    password: PASSWORD,
+    logger,
+    userAgent: "citalid-connector/test",
+    retryDelayMs: 5,
+    ...overrides,
+  });
+}
+
+describe("CitalidClient.login", () => {
+  test("sends the password grant", async () => {
+    await client().login();
+
+    const request = citalid.requests.find((entry) => entry.route === "token")!;
+    expect(request.method).toBe("POST");
+    expect(request.headers["content-type"]).toBe("application/x-www-form-urlencoded");
+    expect(request.headers.authorization).toBe("Basic MFJjUTJCbXVKUlJzWkt2WTFYZjFnZGppd1lSWmhRS0JOT3hZOUtPSTo=");
+    expect(citalid.counts.logins).toBe(1);
+  });
+
+  test("wrong password raises CitalidAuthError", async () => {
+    const error = await client({ password: "wrong" }).login().catch((caught) => caught);
+
+    expect(error).toBeInstanceOf(CitalidAuthError);
+    expect(error.message).toContain("Citalid rejected the credentials");
+    expect(error.message).toContain("CITALID_PASSWORD");
+    expect(error.message.includes("wrong")).toBe(false);
+  });
+
+  test("masks the token in later logs", async () => {
+    const api = client();
+    await api.login();
+    const token = citalid.tokens.at(-1)!.accessToken;
+
+    logger.info(`token is ${token}`);
+
+    expect(lines.at(-1)!.includes(token)).toBe(false);
+  });
+});
+
+describe("CitalidClient.listVersions", () => {
+  test("returns the ids in server order", async () => {
+    citalid.shuffle = false;
+
+    const ids = await client().listVersions();
+
+    expect(ids).toEqual(["20250105-1", "2025 01/06?x"]);
+  });
+
+  test("sends the language and the token", async () => {
+    await client({ language: "fr" }).listVersions();
+
+    const request = citalid.requests.find((entry) => entry.route === "list")!;
+    expect(request.acceptLanguage).toBe("fr");
+    expect(request.headers.authorization).toStartWith("Bearer ");
+  });
+
+  test("logs in again once after a 401", async () => {
+    const api = client();
+    await api.login();
+    citalid.rejectAllTokens();
+
+    const ids = await api.listVersions();
+
+    expect(ids.length).toBe(2);
+    expect(citalid.counts.logins).toBe(2);
+  });
+
+  test("second 401 raises CitalidAuthError", async () => {
+    citalid.inject("list", { kind: "status", status: 401 });
+
+    const error = await client().listVersions().catch((caught) => caught);
+
+    expect(error).toBeInstanceOf(CitalidAuthError);
+    expect(error.message).toContain("Citalid rejected the credentials");
+  });
+
+  test("rejects records without an id", async () => {
+    citalid.inject("list", { kind: "body", body: [{ name: "no id" }] });
+
+    const error = await client().listVersions().catch((caught) => caught);
+
+    expect(error).toBeInstanceOf(CitalidError);
+    expect(error.message).toContain("without a string id");
+    expect(error.message).toContain("/stix-bundles/versions/");
+  });
+
+  test("retries a 503 then succeeds", async () => {
+    citalid.inject("list", { kind: "status", status: 503, times: 2 });
+
+    const ids = await client().listVersions();
+
+    expect(ids.length).toBe(2);
+    expect(lines.filter((line) => line.includes("retrying")).length).toBe(2);
+  });
+});
+
+describe("CitalidClient.downloadVersion", () => {
+  test("percent-encodes the version id", async () => {
+    const download = await client().downloadVersion("2025 01/06?x");
+
+    expect((download.json as { id: string }).id).toBe("bundle--2");
+    expect(citalid.counts.downloads["2025 01/06?x"]).toBe(1);
+  });
+
+  test.each([
+    ["a trailing slash", "/"],
+    ["no trailing slash", ""],
+  ])("joins the URL with %s", async (_name, suffix) => {
+    await client({ url: citalid.url + suffix.replace(/\/$/, "") }).downloadVersion("20250105-1");
+
+    expect(citalid.requests.every((request) => !request.path.includes("//"))).toBe(true);
+  });
+
+  test("error names the path, status and version", async () => {
+    citalid.inject("20250105-1", { kind: "status", status: 404, body: "<html>Not Found</html>" });
+
+    const error = await client({ retryLimit: 0 }).downloadVersion("20250105-1").catch((caught) => caught);
+
+    expect(error).toBeInstanceOf(CitalidError);
+    expect(error.message).toContain("HTTP 404");
+    expect(error.message).toContain("/stix-bundles/versions/20250105-1/download/");
+    expect(error.message).toContain("20250105-1");
+  });
+});
