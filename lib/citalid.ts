@@ -1,6 +1,6 @@
 import { type KyInstance, isHTTPError, isTimeoutError } from "ky";
 import { CitalidAuthError, CitalidError, excerpt } from "./errors.ts";
-import { createHttp, describeHttpFailure, isTransientNetworkError } from "./http.ts";
+import { createHttp, describeHttpFailure, describeTlsError, isTransientNetworkError, tlsProblem } from "./http.ts";
 import type { Logger } from "./log.ts";
 import { reportBodyProgress } from "./progress.ts";
 
@@ -256,6 +256,13 @@ export class CitalidClient {
         `Failed to ${action}: HTTP ${status} on ${path}${subject}: ${excerpt(data)}`,
         { path, status, versionId, cause: error },
       );
+    }
+    if (tlsProblem(error) !== undefined) {
+      // Citalid has no setting that turns verification off.
+      const message = describeTlsError("Citalid", this.#options.url + path, error, {
+        urlVariable: "CITALID_CUSTOMER_SUB_DOMAIN_URL",
+      });
+      return new CitalidError(`Failed to ${action}: ${message}`, { path, versionId, cause: error, retryable: false });
     }
     if (isTimeoutError(error)) {
       return new CitalidError(`Failed to ${action}: timed out on ${path}${subject}`, {

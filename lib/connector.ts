@@ -82,7 +82,7 @@ export async function runConnector(config: Config, logger: Logger, options: { on
     state_file: config.connector.stateFile,
   });
   if (!config.opencti.sslVerify) {
-    logger.warn("OPENCTI_SSL_VERIFY is false: the platform's TLS certificate is not verified");
+    logger.warn("OPENCTI_SSL_VERIFY is false: the platform's TLS certificate is not verified (Citalid's still is)");
   }
 
   configureProgress({ intervalMs: timings.progressIntervalMs });

@@ -52,7 +52,7 @@ export class BundleError extends RunError {
 /**
  * An OpenCTI GraphQL call failed. `code` is the platform's error code
  * (`AUTH_REQUIRED`, `FORBIDDEN_ACCESS`, …) or a local one: `HTTP_<status>`,
- * `NOT_GRAPHQL`, `NETWORK`.
+ * `NOT_GRAPHQL`, `NETWORK`, `TLS` (a certificate or handshake failure).
  */
 export class OpenCTIError extends RunError {
   override name = "OpenCTIError";

@@ -1,4 +1,5 @@
 import ky, { type KyInstance, isHTTPError, isNetworkError, isTimeoutError } from "ky";
+import { getCACertificates } from "node:tls";
 import type { Logger } from "./log.ts";
 
 /** Options of {@linkcode createHttp}. */
@@ -9,7 +10,10 @@ export interface HttpOptions {
   userAgent: string;
   /** Verify the server's TLS certificate. @default true */
   rejectUnauthorized?: boolean;
-  /** PEM text of extra CA certificates to trust, added to the system store. */
+  /**
+   * PEM text of extra CA certificates to trust, added to the default store:
+   * Bun's bundled Mozilla roots, the system store and `NODE_EXTRA_CA_CERTS`.
+   */
   ca?: string;
   /** Retries after the first attempt, for network errors, 429 and 5xx. @default 4 */
   retryLimit?: number;
@@ -76,7 +80,7 @@ export function createHttp(options: HttpOptions): KyInstance {
     tls.rejectUnauthorized = false;
   }
   if (options.ca) {
-    tls.ca = options.ca;
+    tls.ca = withDefaultCertificates(options.ca);
   }
 
   return ky.create({
@@ -95,6 +99,9 @@ export function createHttp(options: HttpOptions): KyInstance {
       jitter: (delay) => delay * (0.8 + Math.random() * 0.4),
       retryOnTimeout: true,
       shouldRetry: ({ error }) => {
+        if (tlsProblem(error) !== undefined) {
+          return false;
+        }
         if (isTransientNetworkError(error)) {
           return true;
         }
@@ -139,4 +146,117 @@ export function describeHttpFailure(error: unknown): string {
     return error.message;
   }
   return String(error);
+}
+
+/**
+ * Returns the CA certificates of the default store plus those in `extraPem`.
+ * In Bun 1.4.5, fetch's `tls.ca` replaces the default store instead of
+ * adding to it, so the store's certificates are passed along. That store
+ * contains Bun's bundled roots, the system store (`SSL_CERT_FILE`,
+ * `SSL_CERT_DIR`) and `NODE_EXTRA_CA_CERTS`.
+ */
+export function withDefaultCertificates(extraPem: string): string[] {
+  const extra = extraPem.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [extraPem];
+  return [...new Set([...getCACertificates("default"), ...getCACertificates("system"), ...extra])];
+}
+
+// Verification failures of OpenSSL (X509_V_ERR_* without the prefix) and of
+// the host name check, as Bun's fetch reports them in `error.code`.
+const UNTRUSTED_CODES = new Set([
+  "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "SELF_SIGNED_CERT_IN_CHAIN",
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+  "UNABLE_TO_GET_ISSUER_CERT",
+  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+  "CERT_SIGNATURE_FAILURE",
+  "CERT_UNTRUSTED",
+  "CERT_REJECTED",
+  "INVALID_CA",
+]);
+const EXPIRED_CODES = new Set(["CERT_HAS_EXPIRED", "CERT_NOT_YET_VALID"]);
+const HOST_MISMATCH_CODES = new Set(["ERR_TLS_CERT_ALTNAME_INVALID", "HOSTNAME_MISMATCH"]);
+// Bun 1.4.5 reports EPROTO when an https:// URL reaches a server without TLS.
+const HANDSHAKE_CODES = new Set(["EPROTO"]);
+
+/**
+ * Why a TLS connection failed: a certificate that failed verification, or
+ * a handshake that failed, most often because the server has no TLS.
+ */
+export type TlsProblem = "untrusted" | "expired" | "host-mismatch" | "handshake";
+
+/** Returns why the error is a failed TLS connection, or undefined for any other error. */
+export function tlsProblem(error: unknown): TlsProblem | undefined {
+  let current: unknown = error;
+  for (let depth = 0; depth < 4 && current instanceof Error; depth++) {
+    const code = (current as { code?: unknown }).code;
+    if (typeof code === "string") {
+      if (UNTRUSTED_CODES.has(code)) {
+        return "untrusted";
+      }
+      if (EXPIRED_CODES.has(code)) {
+        return "expired";
+      }
+      if (HOST_MISMATCH_CODES.has(code)) {
+        return "host-mismatch";
+      }
+      if (HANDSHAKE_CODES.has(code)) {
+        return "handshake";
+      }
+    }
+    current = current.cause;
+  }
+  return undefined;
+}
+
+/**
+ * Describes a failed TLS connection: the service, the URL, the reason and
+ * the fix. `urlVariable` names the setting of the service's URL, and
+ * `sslVerifyVariable` the one that turns verification off, when the service
+ * has one.
+ */
+export function describeTlsError(
+  service: string,
+  url: string,
+  error: unknown,
+  variables: { urlVariable: string; sslVerifyVariable?: string },
+): string {
+  const problem = tlsProblem(error) ?? "untrusted";
+  const sslVerifyVariable = variables.sslVerifyVariable;
+  const reason = describeTlsReason(error);
+  const skip = sslVerifyVariable ? `, or set ${sslVerifyVariable}=false to skip the check for ${service} only` : "";
+
+  if (problem === "handshake") {
+    return `${service} TLS handshake with ${url} failed (${reason}): if the server has no TLS, set ${variables.urlVariable} to an http:// URL, else check the port`;
+  }
+  if (problem === "expired") {
+    return `${service} TLS certificate of ${url} is expired or not yet valid (${reason}): renew the server's certificate, or check this host's clock`;
+  }
+  if (problem === "host-mismatch") {
+    return `${service} TLS certificate of ${url} does not name the host ${hostOf(url)} (${reason}): use a URL with a host name that the certificate names${skip}`;
+  }
+  return (
+    `${service} TLS certificate of ${url} is not trusted (${reason}): set CONNECTOR_CA_FILE or ` +
+    `NODE_EXTRA_CA_CERTS to a PEM file with the CA certificate that signed it${skip}`
+  );
+}
+
+/** Returns `CODE: message` of the first error in the cause chain that has a code. */
+function describeTlsReason(error: unknown): string {
+  let current: unknown = error;
+  for (let depth = 0; depth < 4 && current instanceof Error; depth++) {
+    const code = (current as { code?: unknown }).code;
+    if (typeof code === "string") {
+      return current.message && current.message !== code ? `${code}: ${current.message}` : code;
+    }
+    current = current.cause;
+  }
+  return describeHttpFailure(error);
+}
+
+function hostOf(url: string): string {
+  try {
+    return new URL(url).hostname;
+  } catch {
+    return url;
+  }
 }

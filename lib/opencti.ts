@@ -1,6 +1,6 @@
 import { type KyInstance, isHTTPError, isTimeoutError } from "ky";
 import { OpenCTIError, excerpt } from "./errors.ts";
-import { createHttp, describeHttpFailure, isTransientNetworkError } from "./http.ts";
+import { createHttp, describeHttpFailure, describeTlsError, isTransientNetworkError, tlsProblem } from "./http.ts";
 import type { Logger } from "./log.ts";
 
 /** RabbitMQ connection details handed out by `registerConnector`. */
@@ -342,6 +342,18 @@ export class OpenCTIClient {
         operation,
         cause: error,
         retryable: status >= 500 || status === 429 || status === 408,
+      });
+    }
+    if (tlsProblem(error) !== undefined) {
+      const message = describeTlsError("OpenCTI", this.#endpoint, error, {
+        urlVariable: "OPENCTI_URL",
+        sslVerifyVariable: "OPENCTI_SSL_VERIFY",
+      });
+      return new OpenCTIError(message, {
+        code: "TLS",
+        operation,
+        cause: error,
+        retryable: false,
       });
     }
     if (isTimeoutError(error)) {
