@@ -3,6 +3,7 @@ import { createAmqpSender } from "./amqp.ts";
 import { CitalidClient } from "./citalid.ts";
 import type { Config } from "./config.ts";
 import { OpenCTIError } from "./errors.ts";
+import { readProxyEnvironment } from "./http.ts";
 import type { Logger } from "./log.ts";
 import { ConnectorMetrics, MetricsPortError, type MetricsServer, serveMetrics } from "./metrics.ts";
 import { type ConnectorInfo, OpenCTIClient, type Registration, platformAtLeast } from "./opencti.ts";
@@ -83,6 +84,11 @@ export async function runConnector(config: Config, logger: Logger, options: { on
   });
   if (!config.opencti.sslVerify) {
     logger.warn("OPENCTI_SSL_VERIFY is false: the platform's TLS certificate is not verified (Citalid's still is)");
+  }
+  const proxy = readProxyEnvironment(process.env);
+  logger.addSecrets(...proxy.secrets);
+  if (Object.keys(proxy.variables).length > 0) {
+    logger.info("Proxy variables are set: Bun's fetch sends the requests to both services through them, except to NO_PROXY hosts", proxy.variables);
   }
 
   configureProgress({ intervalMs: timings.progressIntervalMs });

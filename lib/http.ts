@@ -260,3 +260,70 @@ function hostOf(url: string): string {
     return url;
   }
 }
+
+const PROXY_VARIABLES = ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"];
+
+/** Proxy variables of the environment, for a start-up log line. */
+export interface ProxyEnvironment {
+  /** Each proxy variable that is set, with the credentials in its URL replaced by `***`. */
+  variables: Record<string, string>;
+  /** Passwords found in the proxy URLs, raw and percent-decoded, to mask in logs. */
+  secrets: string[];
+}
+
+/**
+ * Reads the proxy variables, which Bun's fetch applies by itself. In Bun
+ * 1.4.5, an `http://` URL goes through `http_proxy`, else `HTTP_PROXY`, and
+ * an `https://` URL through `https_proxy`, else `HTTPS_PROXY`. Both fall
+ * back to `ALL_PROXY`. A host that `no_proxy`, else `NO_PROXY`, names (as
+ * host, `host:port`, `.suffix` or `*`) is reached directly.
+ */
+export function readProxyEnvironment(env: Record<string, string | undefined>): ProxyEnvironment {
+  const variables: Record<string, string> = {};
+  const secrets: string[] = [];
+  for (const name of PROXY_VARIABLES) {
+    const value = env[name];
+    if (value === undefined || value === "") {
+      continue;
+    }
+    if (name.toUpperCase() === "NO_PROXY") {
+      variables[name] = value;
+      continue;
+    }
+
+    const { masked, credentials } = splitUrlCredentials(value);
+    variables[name] = masked;
+    const colon = credentials?.indexOf(":") ?? -1;
+    if (credentials !== undefined && colon !== -1) {
+      const password = credentials.slice(colon + 1);
+      secrets.push(password, safeDecode(password));
+    }
+  }
+  return { variables, secrets: [...new Set(secrets)].filter((secret) => secret !== "") };
+}
+
+/** Replaces the user name and password of a URL with `***`, as in `http://***@proxy:3128`. */
+export function maskUrlCredentials(url: string): string {
+  return splitUrlCredentials(url).masked;
+}
+
+/** Splits `scheme://user:password@host` at the last `@` of the authority, which a password may contain. */
+function splitUrlCredentials(url: string): { masked: string; credentials?: string } {
+  const schemeLength = /^[A-Za-z][A-Za-z0-9+.-]*:\/\//.exec(url)?.[0].length ?? 0;
+  const rest = url.slice(schemeLength);
+  const authorityEnd = rest.search(/[/?#]/);
+  const authority = authorityEnd === -1 ? rest : rest.slice(0, authorityEnd);
+  const at = authority.lastIndexOf("@");
+  if (at === -1) {
+    return { masked: url };
+  }
+  return { masked: `${url.slice(0, schemeLength)}***${rest.slice(at)}`, credentials: authority.slice(0, at) };
+}
+
+function safeDecode(text: string): string {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return text;
+  }
+}
