@@ -1,4 +1,4 @@
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from "node:fs";
+import { closeSync, existsSync, fchmodSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from "node:fs";
 import { constants as fsConstants, accessSync } from "node:fs";
 import { dirname } from "node:path";
 import type { Logger } from "./log.ts";
@@ -156,6 +156,9 @@ export class StateFile {
     const temporary = `${this.path}.tmp-${process.pid}`;
     const fd = openSync(temporary, "w", 0o600);
     try {
+      // The mode of openSync applies only when it creates the file, and a
+      // temporary file left by a crash keeps its own.
+      fchmodSync(fd, 0o600);
       writeSync(fd, serializeState(state) + "\n");
       fsyncSync(fd);
     } finally {
