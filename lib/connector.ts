@@ -4,6 +4,7 @@ import { CitalidClient } from "./citalid.ts";
 import type { Config } from "./config.ts";
 import { OpenCTIError } from "./errors.ts";
 import { readProxyEnvironment } from "./http.ts";
+import { warnIfConnectorIdInUse } from "./instance-check.ts";
 import type { Logger } from "./log.ts";
 import { ConnectorMetrics, MetricsPortError, type MetricsServer, serveMetrics } from "./metrics.ts";
 import { type ConnectorInfo, OpenCTIClient, type Registration, platformAtLeast } from "./opencti.ts";
@@ -131,6 +132,7 @@ export async function runConnector(config: Config, logger: Logger, options: { on
     }
     logger.info("Connected to OpenCTI", { platform_version: platformVersion, url: config.opencti.url });
 
+    await warnIfConnectorIdInUse({ opencti, connectorId: config.connector.id, file, logger });
     const registration = await opencti.registerConnector({
       id: config.connector.id,
       name: config.connector.name,
@@ -253,6 +255,8 @@ export async function runConnector(config: Config, logger: Logger, options: { on
     await metricsServer?.stop();
     pinger?.stop();
     await sender?.close().catch(() => {});
+    // The next start compares this time with the platform's last ping.
+    file.touch();
     file.close();
     shutdown.dispose();
   }

@@ -320,6 +320,25 @@ export class OpenCTIClient {
     return { messages: details.messages_number, bytes: details.messages_size };
   }
 
+  /**
+   * Returns the connector's `updated_at`, which each registration and ping
+   * moves, or undefined when the platform has no connector with this id.
+   */
+  async connectorUpdatedAt(connectorId: string): Promise<Date | undefined> {
+    const data = await this.request<{ connector: { updated_at: string | null } | null }>(
+      "connector",
+      `query ConnectorUpdatedAt($id: String!) {
+        connector(id: $id) { id updated_at }
+      }`,
+      { id: connectorId },
+    );
+    const updatedAt = data.connector?.updated_at;
+    if (!updatedAt || Number.isNaN(Date.parse(updatedAt))) {
+      return undefined;
+    }
+    return new Date(updatedAt);
+  }
+
   #wrapHttpError(error: unknown, operation: string): OpenCTIError {
     if (isHTTPError(error)) {
       const status = error.response.status;

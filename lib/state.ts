@@ -1,4 +1,4 @@
-import { closeSync, existsSync, fchmodSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from "node:fs";
+import { closeSync, existsSync, fchmodSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, utimesSync, writeSync } from "node:fs";
 import { constants as fsConstants, accessSync } from "node:fs";
 import { dirname } from "node:path";
 import type { Logger } from "./log.ts";
@@ -81,6 +81,8 @@ export class StateFile {
   readonly path: string;
   readonly #logger: Logger;
   #lockFd: number | undefined;
+  /** Whether {@linkcode StateFile.open} removed a lock left by a process that is gone. */
+  staleLockRemoved = false;
 
   constructor(path: string, logger: Logger) {
     this.path = path;
@@ -175,6 +177,19 @@ export class StateFile {
     }
   }
 
+  /** Returns the time the state file was last written or {@linkcode StateFile.touch}ed, or undefined when it does not exist. */
+  lastUsedAt(): Date | undefined {
+    return statSync(this.path, { throwIfNoEntry: false })?.mtime;
+  }
+
+  /** Sets the state file's modification time to now, if the file exists, to record when this process stopped. */
+  touch(): void {
+    if (existsSync(this.path)) {
+      const now = new Date();
+      utimesSync(this.path, now, now);
+    }
+  }
+
   get #lockPath(): string {
     return `${this.path}.lock`;
   }
@@ -202,6 +217,7 @@ export class StateFile {
       // The process that held the lock is gone: a crash or a kill.
       this.#logger.info("Removing a stale state file lock", { lock_file: this.#lockPath, pid: owner });
       rmSync(this.#lockPath, { force: true });
+      this.staleLockRemoved = true;
     }
     throw new StateFileError(`Cannot take the lock file ${this.#lockPath}: another process keeps recreating it`);
   }
