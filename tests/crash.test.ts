@@ -12,8 +12,12 @@ import { type Scenario, hasExited, seedState, smallBundle, startScenario, waitFo
 setDefaultTimeout(60_000);
 
 const IDS = ["20250101", "20250105", "20250110", "20250115"];
-// Each version is cut into three or four bundles under this limit.
+// Each version is cut into several bundles under this limit.
 const PUSH_MAX = { CONNECTOR_PUSH_MAX_MB: "0.005" };
+// Names of the first and the last object of the second version: their
+// bundles are the first and the last pushed for that version.
+const FIRST_OF_SECOND = `Technique 0 of ${IDS[1]}`;
+const LAST_OF_SECOND = `Technique 29 of ${IDS[1]}`;
 const HOLD_MS = 20_000;
 
 let scenario: Scenario;
@@ -29,6 +33,10 @@ afterEach(async () => {
 
 function objectIds(id: string): string[] {
   return smallBundle(id, 30, 200).objects.map((object) => object.id);
+}
+
+function requested(text: string): boolean {
+  return scenario.opencti.requests.some((request) => request.body.includes(text));
 }
 
 function operationCount(field: string): number {
@@ -53,6 +61,8 @@ interface KillStep {
   arm: () => void;
   /** Resolves once the connector is at the step. */
   reached: (connector: ConnectorProcess) => Promise<void>;
+  /** Last loaded version at the kill, on the platform and in the state file. */
+  atKill: { platform: string | undefined; file: string | undefined };
 }
 
 const STEPS: KillStep[] = [
@@ -60,37 +70,43 @@ const STEPS: KillStep[] = [
     name: "after the login",
     arm: () => scenario.citalid.inject("list", { kind: "slow", delayMs: HOLD_MS, times: 1 }),
     reached: () => waitFor(() => scenario.citalid.counts.lists === 1, "the listing request"),
+    atKill: { platform: undefined, file: undefined },
   },
   {
     name: "after the listing",
     arm: () => scenario.opencti.inject("workAdd", { kind: "delay", delayMs: HOLD_MS, times: 1 }),
     reached: () => waitFor(() => operationCount("workAdd") === 1, "the workAdd request"),
+    atKill: { platform: undefined, file: undefined },
   },
   {
     name: "during a download",
     arm: () => scenario.citalid.inject(IDS[1]!, { kind: "slow", delayMs: HOLD_MS, times: 1 }),
     reached: () => waitFor(() => scenario.citalid.counts.downloads[IDS[1]!] === 1, "the second download"),
+    atKill: { platform: IDS[0], file: IDS[0] },
   },
   {
     name: "during a push",
-    arm: () => scenario.opencti.inject("stixBundlePush", { kind: "delay", delayMs: HOLD_MS, skip: 4, times: 1 }),
-    reached: () => waitFor(() => operationCount("stixBundlePush") === 5, "the fifth push"),
+    arm: () => scenario.opencti.inject("stixBundlePush", { kind: "delay", delayMs: HOLD_MS, bodyIncludes: FIRST_OF_SECOND }),
+    reached: () => waitFor(() => requested(FIRST_OF_SECOND), "the first push of the second version"),
+    atKill: { platform: IDS[0], file: IDS[0] },
   },
   {
     name: "between two bundles of a version",
-    arm: () => scenario.opencti.inject("stixBundlePush", { kind: "delay", delayMs: HOLD_MS, skip: 5, times: 1 }),
-    reached: () => waitFor(() => scenario.opencti.pushes.length === 5 && operationCount("stixBundlePush") === 6, "the fifth push accepted"),
+    arm: () => scenario.opencti.inject("stixBundlePush", { kind: "delay", delayMs: HOLD_MS, bodyIncludes: LAST_OF_SECOND }),
+    reached: () => waitFor(() => requested(LAST_OF_SECOND), "the last push of the second version"),
+    atKill: { platform: IDS[0], file: IDS[0] },
   },
   {
     name: "after the state file write",
-    // The first push of the second version is slowed, so that the pings can
+    // The last push of the second version is slowed, so that the pings can
     // be held before that version's state is sent.
-    arm: () => scenario.opencti.inject("stixBundlePush", { kind: "delay", delayMs: 500, skip: 4, times: 1 }),
+    arm: () => scenario.opencti.inject("stixBundlePush", { kind: "delay", delayMs: 500, bodyIncludes: LAST_OF_SECOND }),
     reached: async () => {
-      await waitFor(() => operationCount("stixBundlePush") === 5, "the fifth push");
+      await waitFor(() => requested(LAST_OF_SECOND), "the last push of the second version");
       scenario.opencti.inject("pingConnector", { kind: "delay", delayMs: HOLD_MS });
       await waitFor(() => scenario.fileState()?.last_loaded_bundle_id === IDS[1], "the second version in the file");
     },
+    atKill: { platform: IDS[0], file: IDS[1] },
   },
   {
     name: "during the final ping",
@@ -101,6 +117,7 @@ const STEPS: KillStep[] = [
       scenario.opencti.inject("pingConnector", { kind: "delay", delayMs: HOLD_MS });
       await waitFor(() => operationCount("pingConnector") > pings, "the final ping");
     },
+    atKill: { platform: IDS[3], file: IDS[3] },
   },
 ];
 
@@ -112,8 +129,9 @@ describe("SIGKILL", () => {
     connector.proc.kill("SIGKILL");
     await connector.exited;
 
-    const afterKill = scenario.fileState();
-    expect(afterKill === null || IDS.includes(String(afterKill.last_loaded_bundle_id ?? IDS[0]))).toBe(true);
+    // The state file must parse after every kill: fileState throws otherwise.
+    expect(scenario.fileState()?.last_loaded_bundle_id).toBe(step.atKill.file);
+    expect(scenario.platformState()?.last_loaded_bundle_id).toBe(step.atKill.platform);
     scenario.citalid.clearFaults();
     scenario.opencti.clearFaults();
 

@@ -264,6 +264,12 @@ export interface OpenCTIFaultCommon {
   times?: number;
   /** Matching calls let through unchanged before the fault starts to apply. @default 0 */
   skip?: number;
+  /**
+   * Text that the request body must contain for the fault to match, such as
+   * the name of an object in a pushed bundle (JSON-escaped, as sent).
+   * @default any body
+   */
+  bodyIncludes?: string;
 }
 
 /**
@@ -425,6 +431,8 @@ interface ActiveFault {
 
 interface Context {
   authenticated: boolean;
+  /** Request body, for faults with `bodyIncludes`. */
+  body: string;
 }
 
 type Resolver = (args: Record<string, unknown>, context: Context) => unknown;
@@ -869,7 +877,7 @@ export async function startFakeOpenCTI(
     const document = request.ok ? tryParse(request.query) : null;
     const rootFields = document === null ? [] : allRootFields(document);
 
-    const requestFault = takeFault(rootFields, REQUEST_LEVEL_KINDS);
+    const requestFault = takeFault(rootFields, REQUEST_LEVEL_KINDS, body);
     if (requestFault !== null) {
       respondWithFault(req, res, record, requestFault);
       return;
@@ -904,6 +912,7 @@ export async function startFakeOpenCTI(
 
     const context: Context = {
       authenticated: headerValue(req, "authorization") === `Bearer ${token}`,
+      body,
     };
     const result = await execute({
       schema,
@@ -970,11 +979,14 @@ export async function startFakeOpenCTI(
   function takeFault(
     rootFields: string[],
     kinds: Set<string>,
+    body: string,
   ): OpenCTIFault | null {
     const active = faults.find(
       (candidate) =>
         kinds.has(candidate.fault.kind) &&
-        (candidate.field === "*" || rootFields.includes(candidate.field)),
+        (candidate.field === "*" || rootFields.includes(candidate.field)) &&
+        (candidate.fault.bodyIncludes === undefined ||
+          body.includes(candidate.fault.bodyIncludes)),
     );
     if (active === undefined) {
       return null;
@@ -1086,7 +1098,7 @@ export async function startFakeOpenCTI(
           throw platformError("AUTH_REQUIRED");
         }
 
-        await applyFieldFaults(field);
+        await applyFieldFaults(field, context.body);
 
         return resolve(args, context);
       };
@@ -1097,13 +1109,13 @@ export async function startFakeOpenCTI(
 
   // Applies the oldest delay fault and then the oldest error fault for one
   // resolver call of `field`, so a test can make a field both slow and fail.
-  async function applyFieldFaults(field: string): Promise<void> {
-    const delayFault = takeFault([field], new Set(["delay"]));
+  async function applyFieldFaults(field: string, body: string): Promise<void> {
+    const delayFault = takeFault([field], new Set(["delay"]), body);
     if (delayFault?.kind === "delay") {
       await delay(delayFault.delayMs);
     }
 
-    const errorFault = takeFault([field], new Set(["error"]));
+    const errorFault = takeFault([field], new Set(["error"]), body);
     if (errorFault?.kind === "error") {
       const profile = ERROR_PROFILES[errorFault.code];
       throw platformError(errorFault.code, errorFault.message, {
