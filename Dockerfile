@@ -18,6 +18,10 @@ COPY --from=build /src/dist/citalid-connector /usr/local/bin/citalid-connector
 USER connector
 WORKDIR /var/lib/citalid-connector
 ENV CONNECTOR_STATE_FILE=/var/lib/citalid-connector/state.json
+# Metrics stay off unless CONNECTOR_EXPOSE_METRICS=true. Inside a container,
+# 127.0.0.1 would make them unreachable from the published port.
+ENV CONNECTOR_METRICS_HOST=0.0.0.0
+EXPOSE 9095
 VOLUME ["/var/lib/citalid-connector"]
 STOPSIGNAL SIGTERM
 # tini forwards SIGTERM to the connector, which as PID 1 would not get default signal handling.
