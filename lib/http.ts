@@ -173,6 +173,8 @@ const UNTRUSTED_CODES = new Set([
   "CERT_REJECTED",
   "INVALID_CA",
 ]);
+// NOTE: these names follow OpenSSL and Node. Only DEPTH_ZERO_SELF_SIGNED_CERT,
+// ERR_TLS_CERT_ALTNAME_INVALID and EPROTO were checked against Bun 1.4.5.
 const EXPIRED_CODES = new Set(["CERT_HAS_EXPIRED", "CERT_NOT_YET_VALID"]);
 const HOST_MISMATCH_CODES = new Set(["ERR_TLS_CERT_ALTNAME_INVALID", "HOSTNAME_MISMATCH"]);
 // Bun 1.4.5 reports EPROTO when an https:// URL reaches a server without TLS.

@@ -9,7 +9,7 @@ import http from "node:http";
 import net from "node:net";
 import { join } from "node:path";
 import { getCACertificates } from "node:tls";
-import { maskUrlCredentials, readProxyEnvironment, withDefaultCertificates } from "../lib/http.ts";
+import { type TlsProblem, describeTlsError, maskUrlCredentials, readProxyEnvironment, tlsProblem, withDefaultCertificates } from "../lib/http.ts";
 import { silentLogger } from "../lib/log.ts";
 import { StateFile } from "../lib/state.ts";
 import { type FakeCitalid, startFakeCitalid } from "./fakes/citalid.ts";
@@ -174,6 +174,53 @@ describe("TLS verification", () => {
     },
     TIMEOUT_MS,
   );
+});
+
+describe("TLS error messages", () => {
+  function fetchError(code: string): Error {
+    return Object.assign(new TypeError(`${code} fetching "https://127.0.0.1:8443/graphql"`), { code });
+  }
+
+  const problems: [string, TlsProblem | undefined][] = [
+    ["DEPTH_ZERO_SELF_SIGNED_CERT", "untrusted"],
+    ["SELF_SIGNED_CERT_IN_CHAIN", "untrusted"],
+    ["UNABLE_TO_GET_ISSUER_CERT_LOCALLY", "untrusted"],
+    ["CERT_HAS_EXPIRED", "expired"],
+    ["ERR_TLS_CERT_ALTNAME_INVALID", "host-mismatch"],
+    ["EPROTO", "handshake"],
+    ["ECONNREFUSED", undefined],
+  ];
+  for (const [code, expected] of problems) {
+    test(`code ${code} is ${expected ?? "not TLS"}`, () => {
+      expect(tlsProblem(fetchError(code))).toBe(expected);
+    });
+  }
+
+  test("code in the cause is found", () => {
+    const error = new Error("request failed", { cause: fetchError("DEPTH_ZERO_SELF_SIGNED_CERT") });
+
+    expect(tlsProblem(error)).toBe("untrusted");
+  });
+
+  const messages: [string, string[]][] = [
+    ["ERR_TLS_CERT_ALTNAME_INVALID", ["does not name the host 127.0.0.1", "OPENCTI_SSL_VERIFY=false"]],
+    ["CERT_HAS_EXPIRED", ["is expired or not yet valid", "renew the server's certificate"]],
+    ["EPROTO", ["TLS handshake", "set OPENCTI_URL to an http:// URL"]],
+  ];
+  for (const [code, parts] of messages) {
+    test(`message for ${code} names the fix`, () => {
+      const message = describeTlsError("OpenCTI", "https://127.0.0.1:8443/graphql", fetchError(code), {
+        urlVariable: "OPENCTI_URL",
+        sslVerifyVariable: "OPENCTI_SSL_VERIFY",
+      });
+
+      expect(message).toStartWith("OpenCTI TLS ");
+      expect(message).toContain("https://127.0.0.1:8443/graphql");
+      for (const part of parts) {
+        expect(message).toContain(part);
+      }
+    });
+  }
 });
 
 describe("CA file and the default store", () => {
