@@ -43,7 +43,8 @@ export const DEFAULT_PROGRESS_INTERVAL_MS = 10_000;
 
 // A bar redrawn more often than this only flickers.
 const BAR_REDRAW_MS = 100;
-const BAR_WIDTH = 24;
+// Short enough that a bar with typical counts fits 80 columns. formatBar cuts longer lines.
+const BAR_WIDTH = 20;
 
 const defaults: { intervalMs: number; terminal: ProgressTerminal | undefined } = {
   intervalMs: DEFAULT_PROGRESS_INTERVAL_MS,
@@ -85,7 +86,7 @@ export function createProgress(options: ProgressOptions): Progress {
   function report(): void {
     const at = now();
     if (terminal) {
-      if (at - lastReportAt >= BAR_REDRAW_MS || (options.total !== undefined && count >= options.total)) {
+      if (at - lastReportAt >= BAR_REDRAW_MS) {
         lastReportAt = at;
         terminal.draw(formatBar(options.title ?? options.message, options.unit, snapshot(), terminal.columns()));
       }
@@ -149,11 +150,15 @@ function logAttributes(unit: ProgressUnit, snapshot: ProgressSnapshot): LogAttri
 }
 
 function formatBar(title: string, unit: ProgressUnit, snapshot: ProgressSnapshot, columns: number): string {
-  const amount =
-    snapshot.total === undefined
-      ? formatCount(unit, snapshot.count)
-      : `${formatCount(unit, snapshot.count)} / ${formatCount(unit, snapshot.total)}`;
-  const rate = `${formatCount(unit, snapshot.rate)}/s`;
+  let amount: string;
+  let rate: string;
+  if (unit === "objects") {
+    amount = snapshot.total === undefined ? formatCount(unit, snapshot.count) : `${snapshot.count}/${formatCount(unit, snapshot.total)}`;
+    rate = `${Math.round(snapshot.rate)}/s`;
+  } else {
+    amount = snapshot.total === undefined ? formatCount(unit, snapshot.count) : `${formatCount(unit, snapshot.count)} / ${formatCount(unit, snapshot.total)}`;
+    rate = `${formatCount(unit, snapshot.rate)}/s`;
+  }
   let bar = "";
   if (snapshot.percent !== undefined) {
     const filled = Math.round((snapshot.percent / 100) * BAR_WIDTH);
@@ -161,7 +166,7 @@ function formatBar(title: string, unit: ProgressUnit, snapshot: ProgressSnapshot
   }
   const line = `${title}${bar}  ${amount}  ${rate}`;
   // A line wider than the terminal wraps, and "\r" then only returns to the wrapped part.
-  return line.length < columns ? line : line.slice(0, Math.max(0, columns - 1));
+  return line.length < columns ? line : line.slice(0, columns - 1);
 }
 
 /** Formats a count: bytes in SI units (1 MB = 1,000,000 bytes), objects as a whole number. */
@@ -202,9 +207,11 @@ export class ProgressTerminal {
     this.#columns = options.columns ?? (() => 80);
   }
 
-  /** Returns the terminal's width in characters. */
+  /** Returns the terminal's width in characters, or 80 when the terminal reports none. */
   columns(): number {
-    return this.#columns();
+    const columns = this.#columns();
+    // A pseudo-terminal without a window size, such as one that script(1) opens, reports 0.
+    return Number.isInteger(columns) && columns > 0 ? columns : 80;
   }
 
   /** Replaces the bar with `text`, which must not contain a newline. */

@@ -167,7 +167,17 @@ describe("createProgress bar", () => {
     progress.advance(1_000_000);
 
     expect(records).toEqual([]);
-    expect(writes).toEqual(["\r\x1b[2KDownloading 20250301 [############------------] 50.0%  1.0 MB / 2.0 MB  2.0 MB/s"]);
+    expect(writes).toEqual(["\r\x1b[2KDownloading 20250301 [##########----------] 50.0%  1.0 MB / 2.0 MB  2.0 MB/s"]);
+  });
+
+  test("draws objects with a short rate", () => {
+    const { terminal, writes } = fakeTerminal();
+    const { clock, progress } = start({ unit: "objects", total: 1700, terminal, title: "Pushing 20250105-1" });
+
+    clock.tick(1000);
+    progress.advance(297);
+
+    expect(writes).toEqual(["\r\x1b[2KPushing 20250105-1 [####----------------] 17.5%  297/1700 objects  297/s"]);
   });
 
   test("redraws at most every 100 ms", () => {
@@ -182,15 +192,27 @@ describe("createProgress bar", () => {
     expect(writes).toHaveLength(1);
   });
 
-  test("draws the last step at once", () => {
+  test("redraws after 100 ms", () => {
     const { terminal, writes } = fakeTerminal();
     const { clock, progress } = start({ total: 10, terminal });
 
-    clock.tick(1);
-    progress.advance(10);
+    clock.tick(100);
+    progress.advance(5);
+    clock.tick(100);
+    progress.advance(5);
 
-    expect(writes).toHaveLength(1);
-    expect(writes[0]).toContain("100.0%");
+    expect(writes).toHaveLength(2);
+    expect(writes[1]).toContain("100.0%");
+  });
+
+  test("zero-width terminal uses 80 columns", () => {
+    const { terminal, writes } = fakeTerminal(0);
+    const { clock, progress } = start({ total: 10, terminal, title: "Pushing 20250301" });
+
+    clock.tick(200);
+    progress.advance(5);
+
+    expect(writes[0]).toContain("Pushing 20250301");
   });
 
   test("done removes the bar", () => {
