@@ -39,7 +39,11 @@ export interface BundleSender {
 export interface ApiSenderOptions {
   opencti: OpenCTIClient;
   connectorId: string;
-  /** Largest bundle JSON pushed at once, in bytes (`CONNECTOR_PUSH_MAX_MB` × 1,000,000). */
+  /**
+   * Largest `stixBundlePush` request body, in bytes (`CONNECTOR_PUSH_MAX_MB`
+   * × 1,000,000). The bundle travels as a JSON string inside the GraphQL
+   * request, so its escaped size plus the request envelope must fit.
+   */
   maxBundleBytes: number;
   logger: Logger;
   /** Called after each accepted bundle, with its size in bytes. */
@@ -48,13 +52,14 @@ export interface ApiSenderOptions {
 
 /**
  * Creates a sender that pushes each version through `stixBundlePush`, cut
- * into bundles under the size limit in dependency order. Pushing a bundle
- * again is safe: the platform merges objects by STIX id.
+ * into bundles in dependency order so that each request body stays under
+ * the size limit. Pushing a bundle again is safe: the platform merges
+ * objects by STIX id.
  */
 export function createApiSender(options: ApiSenderOptions): BundleSender {
   return {
     async send(objects, context) {
-      const chunks = chunkVersion(context.versionId, context.bundleId, objects, options.maxBundleBytes);
+      const chunks = chunkUnderRequestLimit(context, objects, options.maxBundleBytes);
       const progress = createProgress({
         message: "Pushing Citalid version",
         title: `Pushing ${context.versionId}`,
@@ -90,4 +95,34 @@ export function createApiSender(options: ApiSenderOptions): BundleSender {
     },
     async close() {},
   };
+}
+
+// Bytes of a stixBundlePush request besides the escaped bundle: the query
+// text (about 220 bytes), the connector and work ids, and the JSON keys.
+const PUSH_ENVELOPE_BYTES = 1024;
+
+/** Returns the size of the request body that carries `bundleJson` as a GraphQL string variable. */
+function requestBytes(bundleJson: string): number {
+  return Buffer.byteLength(JSON.stringify(bundleJson)) + PUSH_ENVELOPE_BYTES;
+}
+
+/**
+ * Cuts a version into bundles whose push requests fit in `maxRequestBytes`.
+ * JSON escaping makes a request larger than its bundle by a share that
+ * depends on the data (every quote gains a backslash), so the bundle limit
+ * is lowered by the measured excess and the version cut again, at most a
+ * few times. Raises BundleError when one object cannot fit.
+ */
+function chunkUnderRequestLimit(context: SendContext, objects: StixObject[], maxRequestBytes: number) {
+  let bundleLimit = maxRequestBytes - PUSH_ENVELOPE_BYTES;
+  let chunks = chunkVersion(context.versionId, context.bundleId, objects, bundleLimit);
+  for (let round = 0; round < 4; round++) {
+    const largest = Math.max(...chunks.map((chunk) => requestBytes(chunk.json)));
+    if (largest <= maxRequestBytes) {
+      break;
+    }
+    bundleLimit = Math.floor((bundleLimit * maxRequestBytes) / largest) - 1;
+    chunks = chunkVersion(context.versionId, context.bundleId, objects, bundleLimit);
+  }
+  return chunks;
 }
