@@ -302,6 +302,18 @@ export class OpenCTIClient {
     );
   }
 
+  /** Returns true when the platform has an identity with this STIX id (`identity(id)`). */
+  async identityExists(stixId: string): Promise<boolean> {
+    const data = await this.request<{ identity: { id: string } | null }>(
+      "identity",
+      `query ConnectorIdentity($id: String!) {
+        identity(id: $id) { id }
+      }`,
+      { id: stixId },
+    );
+    return data.identity !== null;
+  }
+
   /** Returns the size of the connector's push queue in bytes, or undefined when the connector is unknown. */
   async queueSize(connectorId: string): Promise<{ messages: number; bytes: number } | undefined> {
     const data = await this.request<{

@@ -1,3 +1,4 @@
+import { AuthorReferences } from "./authors.ts";
 import { prepareVersion } from "./bundle.ts";
 import type { CitalidClient } from "./citalid.ts";
 import { OpenCTIError } from "./errors.ts";
@@ -64,6 +65,7 @@ export async function runImport(deps: RunDependencies): Promise<RunOutcome> {
   const generation = state.generation;
   const startedAt = now();
   const reports: VersionReport[] = [];
+  const authors = new AuthorReferences(opencti, logger);
   let pending: string[] = [];
   let workId: string | undefined;
 
@@ -105,6 +107,7 @@ export async function runImport(deps: RunDependencies): Promise<RunOutcome> {
       logger.info("Processing version", { work_id: workId, version_id: versionId });
       const download = await citalid.downloadVersion(versionId);
       const prepared = prepareVersion(download.json, versionId);
+      await authors.resolve(prepared.objects, versionId);
       const result = await deps.sender.send(prepared.objects, {
         workId,
         versionId,

@@ -246,7 +246,7 @@ export interface FakeOpenCTIRequest {
   status: number | null;
 }
 
-/** An identity created through `identityAdd` or `organizationAdd`. */
+/** An identity created through `identityAdd` or `organizationAdd`, or pushed in a bundle. */
 export interface FakeIdentity {
   id: string;
   standardId: string;
@@ -1485,8 +1485,37 @@ export async function startFakeOpenCTI(
     if (fake.simulateWorker && work !== undefined) {
       simulateWorkerFor(work, bundle);
     }
+    recordPushedIdentities(bundle);
 
     return true;
+  }
+
+  // The platform's worker imports pushed identities, after which the
+  // `identity` query finds them by STIX id. The fake records them at once,
+  // all as Organizations.
+  function recordPushedIdentities(bundle: PushedBundle): void {
+    const now = new Date().toISOString();
+
+    for (const object of bundle.objects) {
+      const known = identities.some(
+        (identity) => identity.standardId === object.id,
+      );
+      if (object.type !== "identity" || known) {
+        continue;
+      }
+
+      identities.push({
+        id: randomUUID(),
+        standardId: object.id,
+        type: "Organization",
+        name: String(object.name ?? ""),
+        description:
+          typeof object.description === "string" ? object.description : null,
+        input: object,
+        createdAt: now,
+        updatedAt: now,
+      });
+    }
   }
 
   // The worker imports a single-object bundle as it is. It splits a larger
