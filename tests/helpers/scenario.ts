@@ -13,6 +13,20 @@ import { TEST_SECRETS, connectorEnv, tempDir } from "./connector.ts";
 /** `CONNECTOR_ID` that {@linkcode connectorEnv} sets. */
 export const CONNECTOR_ID = "0b4f5a2c-7d1e-4c3b-9a8f-1e2d3c4b5a69";
 
+/**
+ * STIX id of the Citalid author, computed here as OpenCTI does rather than
+ * taken from lib/: uuid5 in OpenCTI's namespace over the canonical JSON of
+ * the lower-cased name and identity class.
+ */
+export const AUTHOR_ID = (() => {
+  const namespace = Buffer.from("00abedb4aa42466c9c01fed23315a9b7", "hex");
+  const hash = createHash("sha1").update(namespace).update('{"identity_class":"organization","name":"citalid"}').digest();
+  hash[6] = (hash[6]! & 0x0f) | 0x50;
+  hash[8] = (hash[8]! & 0x3f) | 0x80;
+  const hex = hash.subarray(0, 16).toString("hex");
+  return `identity--${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+})();
+
 /** A STIX object of a generated bundle. */
 export interface TestObject {
   type: string;
