@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, test } from "bun:test";
+import { join } from "node:path";
 import { createLogger } from "../lib/log.ts";
 import {
   ProgressTerminal,
@@ -446,5 +447,45 @@ describe("progress end to end", () => {
       await citalid.stop();
       await opencti.stop();
     }
+  });
+});
+
+describe("progress bar on a terminal", () => {
+  const noScript = Bun.which("script") ? undefined : "script (util-linux) is not installed";
+  if (noScript) {
+    console.warn(`progress.test.ts: skipping the terminal tests: ${noScript}`);
+  }
+
+  /** Runs main.ts --once under script(1), which gives it a pseudo-terminal, and returns what the terminal received. */
+  async function runOnTerminal(extra: Record<string, string>): Promise<string> {
+    const citalid = await startFakeCitalid({ versions: fixtureCitalidVersions().slice(0, 1), password: TEST_SECRETS.citalidPassword });
+    const opencti = await startFakeOpenCTI({ token: TEST_SECRETS.openctiToken });
+    // Slow pushes make the push last longer than the bar's 100 ms redraw interval.
+    opencti.inject("stixBundlePush", { kind: "delay", delayMs: 60 });
+    try {
+      const env = { ...connectorEnv(citalid, opencti, tempDir(), { CONNECTOR_LOG_LEVEL: "info", CONNECTOR_PUSH_MAX_MB: "0.3", ...extra }), TERM: "xterm" };
+      const main = join(import.meta.dir, "..", "main.ts");
+      const proc = Bun.spawn(["script", "-qec", `${process.execPath} ${main} --once`, "/dev/null"], { env, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+      const [output] = await Promise.all([new Response(proc.stdout).text(), proc.exited]);
+      return output;
+    } finally {
+      await citalid.stop();
+      await opencti.stop();
+    }
+  }
+
+  test.skipIf(noScript !== undefined)("readable logs get a bar", async () => {
+    const output = await runOnTerminal({ OPENCTI_JSON_LOGGING: "false" });
+
+    expect(output).toContain("\r\x1b[2KPushing 20250105-1 [");
+    expect(output).toContain("INFO Citalid: Version sent and stored as the connector state");
+    expect(output).not.toContain('"message":"Pushing Citalid version"');
+  });
+
+  test.skipIf(noScript !== undefined)("JSON logs get no bar", async () => {
+    const output = await runOnTerminal({ OPENCTI_JSON_LOGGING: "true", CONNECTOR_PROGRESS_INTERVAL_MS: "1" });
+
+    expect(output).not.toContain("\x1b[2K");
+    expect(output).toContain('"message":"Pushing Citalid version"');
   });
 });
