@@ -478,8 +478,8 @@ function internalIds(item: SplitItem): string[] {
   return ids;
 }
 
-// Keeps the first entry of each id, in order. Entries without an id are dropped.
-function uniqueBy(entries: readonly unknown[], idOf: (entry: unknown) => string | undefined): unknown[] {
+/** Keeps the first entry of each id, in order. Entries without an id are dropped. */
+export function uniqueBy(entries: readonly unknown[], idOf: (entry: unknown) => string | undefined): unknown[] {
   const seen = new Set<string>();
   const unique: unknown[] = [];
 

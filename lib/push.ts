@@ -1,0 +1,90 @@
+/**
+ * Pushes a spooled version through `stixBundlePush`, one request body at a
+ * time, built while the previous request is in flight.
+ */
+import type { Logger } from "./log.ts";
+import { type ChunkPlan, PushRequestBuffer, type PushRequestFields, type SpooledVersion, planChunks, pushRequestEncoding } from "./spooled.ts";
+
+/** Options of {@linkcode pushSpooledVersion}. */
+export interface SpooledPushOptions {
+  /** Sends one `stixBundlePush` request body; rejects when the platform does not accept it. */
+  send: (body: Uint8Array) => Promise<void>;
+  /** The mutation and the ids that every request carries. */
+  request: PushRequestFields;
+  /** Largest request body, in bytes. */
+  maxRequestBytes: number;
+  logger: Logger;
+  /** Called after each accepted bundle. */
+  onBundle?: (plan: ChunkPlan) => void;
+}
+
+/** Counts of what {@linkcode pushSpooledVersion} sent. */
+export interface SpooledPushResult {
+  bundles: number;
+  /** Objects in the bundles, the author identity and marking definitions counted in each bundle. */
+  objects: number;
+  /** Bytes of bundle JSON. */
+  bytes: number;
+  /** Bytes of request bodies. */
+  requestBytes: number;
+}
+
+/**
+ * Pushes every bundle that {@linkcode planChunks} plans for the version, in
+ * order, each request body at most `maxRequestBytes`. While one request is
+ * in flight, the next body is read from the spool file and written into a
+ * second buffer, so the platform's work overlaps with the connector's and at
+ * most two bodies are in memory. A bundle is sent only after the previous
+ * one is accepted. Raises the first error of `send`, or BundleError when an
+ * object cannot fit.
+ */
+export async function pushSpooledVersion(version: SpooledVersion, options: SpooledPushOptions): Promise<SpooledPushResult> {
+  const buffers = [new PushRequestBuffer(), new PushRequestBuffer()];
+  const encoding = pushRequestEncoding(options.request);
+  const result: SpooledPushResult = { bundles: 0, objects: 0, bytes: 0, requestBytes: 0 };
+  let inFlight: Promise<void> | undefined;
+
+  try {
+    for (const plan of planChunks(version, options.maxRequestBytes, encoding)) {
+      const body = buffers[result.bundles % 2]!.write(plan, options.request);
+      if (inFlight !== undefined) {
+        const pending = inFlight;
+        inFlight = undefined;
+        await pending;
+      }
+
+      const index = result.bundles;
+      options.logger.debug("Pushing a bundle through the API", {
+        work_id: options.request.workId,
+        version_id: version.versionId,
+        bundle: index + 1,
+        objects: plan.pieces.length,
+        bytes: plan.jsonBytes,
+        request_bytes: plan.bytes,
+      });
+      inFlight = options.send(body).then(() => {
+        result.objects += plan.pieces.length;
+        result.bytes += plan.jsonBytes;
+        result.requestBytes += plan.bytes;
+        options.onBundle?.(plan);
+      });
+      result.bundles++;
+
+      // Let the HTTP client start the request before the next body is built.
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      // The bundle's strings are garbage now. A young-generation collection
+      // frees them at once; without it, Bun 1.4.5 on a host with much RAM
+      // lets them pile up to several times the version's size.
+      Bun.gc(false);
+    }
+    if (inFlight !== undefined) {
+      const pending = inFlight;
+      inFlight = undefined;
+      await pending;
+    }
+  } finally {
+    // An error while building a body leaves the previous request to finish.
+    await inFlight?.catch(() => {});
+  }
+  return result;
+}

@@ -1,0 +1,1072 @@
+/**
+ * A streaming scanner of STIX 2.1 bundle JSON. It checks the JSON syntax of
+ * the bytes as they arrive. For each item of the bundle's `objects` array,
+ * it records the byte range, `type`, `id` and the references the item
+ * makes, without building the objects, so memory grows with the number of
+ * objects and references but not with the bytes of each object.
+ */
+import { OPENCTI_EXTENSION_ID } from "./splitter.ts";
+
+/** Kind of a JSON value, as recorded for the bundle and its items. */
+export const JsonKind = {
+  object: 0,
+  array: 1,
+  string: 2,
+  number: 3,
+  true: 4,
+  false: 5,
+  null: 6,
+} as const;
+
+/**
+ * Record types in {@linkcode ScannedBundle.records}. Each record starts with
+ * its type, and the records of one item are in document order:
+ *
+ * - `topRef` `[1, key, target]`: a top-level `*_ref` property. `target` is a
+ *   string index, {@linkcode NULL_VALUE} for null or {@linkcode OTHER_VALUE}
+ *   for any other value.
+ * - `topRefs` `[2, key, n, t1 … tn]`: a top-level `*_refs` array, with
+ *   {@linkcode OTHER_VALUE} for an item that is not a string.
+ * - `topRefsOther` `[3, key]`: a top-level `*_refs` property that is neither
+ *   an array nor null.
+ * - `topRefsNull` `[4, key]`: a top-level `*_refs` property that is null.
+ * - `nested` `[5, target]`: a string under a `*_ref` key, or in a `*_refs`
+ *   array, below the top level, found the way `referencedIds` in bundle.ts
+ *   walks an object.
+ * - `granular` `[6, target]`: the `marking_ref` of a `granular_markings`
+ *   entry. It is also a nested reference.
+ * - `openctiId` `[7, value]`: the top-level `x_opencti_id` string.
+ * - `extensionId` `[8, value]`: the `id` string of the OpenCTI extension in
+ *   `extensions`.
+ */
+export const Rec = {
+  topRef: 1,
+  topRefs: 2,
+  topRefsOther: 3,
+  topRefsNull: 4,
+  nested: 5,
+  granular: 6,
+  openctiId: 7,
+  extensionId: 8,
+} as const;
+
+/** `target` of a `topRef` record whose value is null. */
+export const NULL_VALUE = -1;
+/** `target` of a reference whose value is not a string (and not a null `*_ref`). */
+export const OTHER_VALUE = -2;
+
+/** Item flag: the item's bytes contain whitespace between tokens. */
+export const FLAG_WHITESPACE = 1;
+
+/** Index of one bundle, returned by {@linkcode BundleScanner.end}. */
+export interface ScannedBundle {
+  /** Bytes scanned, a leading UTF-8 byte order mark included. */
+  bytes: number;
+  /** Kind of the top-level value. */
+  topKind: number;
+  /** Kind of the bundle's `type` value, or -1 when missing (or the top level is not an object). */
+  typeKind: number;
+  /** The `type` string, when it is one. */
+  type: string | undefined;
+  /** Byte range of the `type` value, to quote it in a message. */
+  typeRange: [number, number];
+  /** The bundle's `id`, when it is a string. */
+  id: string | undefined;
+  /** Kind of the `objects` value, or -1 when missing. */
+  objectsKind: number;
+  /** Items of `objects`. */
+  count: number;
+  /** Interned strings: ids, types, reference targets and key names. */
+  strings: string[];
+  /** Byte offset of each item's first byte. */
+  start: Float64Array;
+  /** Byte offset just after each item's last byte. */
+  end: Float64Array;
+  /** {@linkcode JsonKind} of each item. */
+  kind: Uint8Array;
+  /** String index of each item's `type`, -1 when missing, {@linkcode OTHER_VALUE} when not a string. */
+  typeOf: Int32Array;
+  /** String index of each item's `id`, -1 when missing, {@linkcode OTHER_VALUE} when not a string. */
+  idOf: Int32Array;
+  /** Start of each item's records in `records`. */
+  recordStart: Int32Array;
+  /** End of each item's records in `records`. */
+  recordEnd: Int32Array;
+  /** Item flags such as {@linkcode FLAG_WHITESPACE}. */
+  flags: Uint8Array;
+  records: Int32Array;
+}
+
+/** The bytes are not JSON, or they end before the JSON value does. */
+export class JsonScanError extends Error {
+  override name = "JsonScanError";
+  /** Byte offset of the problem; the length of the input when it was cut short. */
+  readonly offset: number;
+  /** True when the input ended inside the value. */
+  readonly truncated: boolean;
+
+  constructor(message: string, offset: number, truncated: boolean) {
+    super(message);
+    this.offset = offset;
+    this.truncated = truncated;
+  }
+}
+
+// Parser states.
+const S_START = 0;
+const S_VALUE = 1;
+const S_ARRAY_FIRST = 2;
+const S_OBJECT_FIRST = 3;
+const S_KEY = 4;
+const S_COLON = 5;
+const S_AFTER = 6;
+const S_END = 7;
+const S_STRING = 8;
+const S_ESCAPE = 9;
+const S_UNICODE = 10;
+const S_NUMBER = 11;
+const S_LITERAL = 12;
+const S_BOM = 13;
+const S_FAILED = 14;
+
+// Number sub-states; the ones marked accepting may end the number.
+const N_MINUS = 0;
+const N_ZERO = 1; // accepting
+const N_INT = 2; // accepting
+const N_DOT = 3;
+const N_FRAC = 4; // accepting
+const N_EXP = 5;
+const N_EXP_SIGN = 6;
+const N_EXP_DIGITS = 7; // accepting
+
+// Container roles: what the scanner records inside a container.
+const R_PLAIN = 0;
+const R_BUNDLE = 1;
+const R_OBJECTS = 2;
+const R_ITEM = 3;
+const R_COLLECT = 4;
+const R_TOP_REFS = 5;
+const R_NESTED_REFS = 6;
+const R_EXTENSIONS = 7;
+const R_OPENCTI_EXT = 8;
+const R_GRANULAR = 9;
+const R_GRANULAR_ITEM = 10;
+
+// Value roles: what a value means where it sits, set by its key or its array.
+const V_NONE = 0;
+const V_COLLECT = 1;
+const V_NESTED_REF = 2;
+const V_NESTED_REFS = 3;
+const V_NESTED_REFS_ITEM = 4;
+const V_TOP_REF = 5;
+const V_TOP_REFS = 6;
+const V_TOP_REFS_ITEM = 7;
+const V_ITEM_TYPE = 8;
+const V_ITEM_ID = 9;
+const V_OPENCTI_ID = 10;
+const V_EXTENSIONS = 11;
+const V_OPENCTI_EXT = 12;
+const V_EXT_ID = 13;
+const V_GRANULAR = 14;
+const V_GRANULAR_ITEM = 15;
+const V_GRANULAR_MREF = 16;
+const V_BUNDLE_TYPE = 17;
+const V_BUNDLE_ID = 18;
+const V_BUNDLE_OBJECTS = 19;
+const V_ITEM = 20;
+const V_TOP = 21;
+
+// Values whose string content the scanner keeps.
+const CAPTURED = new Uint8Array(22);
+for (const role of [V_NESTED_REF, V_NESTED_REFS_ITEM, V_TOP_REF, V_TOP_REFS_ITEM, V_ITEM_TYPE, V_ITEM_ID, V_OPENCTI_ID, V_EXT_ID, V_GRANULAR_MREF, V_BUNDLE_TYPE, V_BUNDLE_ID]) {
+  CAPTURED[role] = 1;
+}
+
+const encoder = new TextEncoder();
+const KEY_TYPE = encoder.encode("type");
+const KEY_ID = encoder.encode("id");
+const KEY_OBJECTS = encoder.encode("objects");
+const KEY_OPENCTI_ID = encoder.encode("x_opencti_id");
+const KEY_EXTENSIONS = encoder.encode("extensions");
+const KEY_GRANULAR = encoder.encode("granular_markings");
+const KEY_MARKING_REF = encoder.encode("marking_ref");
+const KEY_OPENCTI_EXT = encoder.encode(OPENCTI_EXTENSION_ID);
+
+const LITERALS = [encoder.encode("true"), encoder.encode("false"), encoder.encode("null")];
+const LITERAL_FIRST_BYTES = LITERALS.map((literal) => literal[0]!);
+const LITERAL_KINDS = [JsonKind.true, JsonKind.false, JsonKind.null];
+
+const UTF8_BOM = [0xef, 0xbb, 0xbf];
+
+/**
+ * Scans one bundle, fed chunk by chunk with {@linkcode write}, then
+ * {@linkcode end}. The syntax check is RFC 8259 JSON as `JSON.parse` reads
+ * it (a leading UTF-8 byte order mark is skipped, as `Response.text()` does),
+ * except that invalid UTF-8 is not rejected, because decoding replaces it.
+ *
+ * @throws {JsonScanError} from `write` at the first byte that cannot be
+ * JSON, and from `end` when the input stops inside the value.
+ */
+export class BundleScanner {
+  #state = S_START;
+  #offset = 0;
+
+  // Open containers, innermost last.
+  #depth = 0;
+  #isArray: number[] = [];
+  #role: number[] = [];
+  /** Value role of each container, handled again when it closes. */
+  #openedAs: number[] = [];
+  /** Role of the value after the current key, for object containers. */
+  #keyRole: number[] = [];
+  /** String index of the current key, for top-level keys of items. */
+  #keyString: number[] = [];
+  /** Position of the count in `records`, for top-level `*_refs` arrays. */
+  #countAt: number[] = [];
+
+  // The string or number being read.
+  #stringIsKey = false;
+  #stringRole = V_NONE;
+  #capture = false;
+  #captureFrom = 0;
+  #carry: number[] = [];
+  #escaped = false;
+  #unicodeLeft = 0;
+  #numberState = N_MINUS;
+  #literal: Uint8Array = LITERALS[0]!;
+  #literalIndex = 0;
+  #literalKind = 0;
+  #bomIndex = 0;
+
+  // Results.
+  #topKind = -1;
+  #typeKind = -1;
+  #type: string | undefined;
+  #typeRange: [number, number] = [0, 0];
+  #id: string | undefined;
+  #objectsKind = -1;
+  #count = 0;
+  #capacity = 1024;
+  #start = new Float64Array(this.#capacity);
+  #end = new Float64Array(this.#capacity);
+  #kind = new Uint8Array(this.#capacity);
+  #itemType = new Int32Array(this.#capacity);
+  #itemId = new Int32Array(this.#capacity);
+  #recordStart = new Int32Array(this.#capacity);
+  #recordEnd = new Int32Array(this.#capacity);
+  #flags = new Uint8Array(this.#capacity);
+  #records = new Int32Array(8192);
+  #recordCount = 0;
+  #strings: string[] = [];
+  #stringIndex = new Map<string, number>();
+  /** Depth of the open item's container, 0 when no item is open. */
+  #itemDepth = 0;
+
+  /** Scans the next bytes. Raises JsonScanError at the first byte that cannot be JSON. */
+  write(chunk: Uint8Array): void {
+    if (this.#state === S_FAILED) {
+      throw new JsonScanError("the scanner already failed", this.#offset, false);
+    }
+    const buffer = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    try {
+      this.#scan(buffer);
+    } catch (error) {
+      this.#state = S_FAILED;
+      throw error;
+    }
+    this.#offset += buffer.length;
+  }
+
+  /**
+   * Checks that the input held one whole JSON value and returns the index.
+   * Raises JsonScanError (`truncated`) when the input stopped inside it.
+   */
+  end(): ScannedBundle {
+    if (this.#state === S_NUMBER && this.#depth === 0 && isAccepting(this.#numberState)) {
+      this.#state = S_END;
+    }
+    if (this.#state !== S_END) {
+      const where = this.#offset === 0 ? "is empty" : `ends at byte ${this.#offset} before the JSON value is complete`;
+      this.#state = S_FAILED;
+      throw new JsonScanError(`the JSON text ${where}`, this.#offset, true);
+    }
+    const count = this.#count;
+    return {
+      bytes: this.#offset,
+      topKind: this.#topKind,
+      typeKind: this.#typeKind,
+      type: this.#type,
+      typeRange: this.#typeRange,
+      id: this.#id,
+      objectsKind: this.#objectsKind,
+      count,
+      strings: this.#strings,
+      start: this.#start.subarray(0, count),
+      end: this.#end.subarray(0, count),
+      kind: this.#kind.subarray(0, count),
+      typeOf: this.#itemType.subarray(0, count),
+      idOf: this.#itemId.subarray(0, count),
+      recordStart: this.#recordStart.subarray(0, count),
+      recordEnd: this.#recordEnd.subarray(0, count),
+      flags: this.#flags.subarray(0, count),
+      records: this.#records.subarray(0, this.#recordCount),
+    };
+  }
+
+  #scan(buffer: Buffer): void {
+    const length = buffer.length;
+    let i = 0;
+    let state = this.#state;
+
+    if (this.#capture && state >= S_STRING && state <= S_UNICODE) {
+      this.#captureFrom = 0;
+    }
+
+    while (i < length) {
+      switch (state) {
+        case S_STRING: {
+          // The hot loop: most bytes of a bundle are inside strings.
+          let j = i;
+          let c = 0;
+          while (j < length) {
+            c = buffer[j]!;
+            if (c === 0x22 || c === 0x5c || c < 0x20) {
+              break;
+            }
+            j++;
+          }
+          if (j === length) {
+            i = j;
+            break;
+          }
+          if (c === 0x22) {
+            const isKey = this.#stringIsKey;
+            this.#endString(buffer, j);
+            i = j + 1;
+            state = isKey ? S_COLON : this.#afterValueState();
+            break;
+          }
+          if (c === 0x5c) {
+            this.#escaped = true;
+            i = j + 1;
+            state = S_ESCAPE;
+            break;
+          }
+          throw this.#unexpected(buffer, j, "a control character inside a string");
+        }
+
+        case S_ESCAPE: {
+          const c = buffer[i]!;
+          if (c === 0x75) {
+            this.#unicodeLeft = 4;
+            state = S_UNICODE;
+          } else if (c === 0x22 || c === 0x5c || c === 0x2f || c === 0x62 || c === 0x66 || c === 0x6e || c === 0x72 || c === 0x74) {
+            state = S_STRING;
+          } else {
+            throw this.#unexpected(buffer, i, "an invalid escape sequence");
+          }
+          i++;
+          break;
+        }
+
+        case S_UNICODE: {
+          const c = buffer[i]!;
+          if (!isHexDigit(c)) {
+            throw this.#unexpected(buffer, i, "an invalid \\u escape");
+          }
+          i++;
+          if (--this.#unicodeLeft === 0) {
+            state = S_STRING;
+          }
+          break;
+        }
+
+        case S_NUMBER: {
+          const c = buffer[i]!;
+          const next = nextNumberState(this.#numberState, c);
+          if (next >= 0) {
+            this.#numberState = next;
+            i++;
+            break;
+          }
+          if (!isAccepting(this.#numberState)) {
+            throw this.#unexpected(buffer, i, "an incomplete number");
+          }
+          // The byte after the number is read again in the next state.
+          state = this.#afterValueState();
+          this.#endScalar(this.#offset + i);
+          break;
+        }
+
+        case S_LITERAL: {
+          const c = buffer[i]!;
+          if (c !== this.#literal[this.#literalIndex]) {
+            throw this.#unexpected(buffer, i, "an invalid literal");
+          }
+          i++;
+          if (++this.#literalIndex === this.#literal.length) {
+            state = this.#afterValueState();
+            this.#endScalar(this.#offset + i);
+          }
+          break;
+        }
+
+        case S_BOM: {
+          if (buffer[i] !== UTF8_BOM[this.#bomIndex]) {
+            throw this.#unexpected(buffer, i, "an incomplete byte order mark");
+          }
+          i++;
+          if (++this.#bomIndex === UTF8_BOM.length) {
+            state = S_VALUE;
+          }
+          break;
+        }
+
+        case S_START: {
+          if (buffer[i] === UTF8_BOM[0]) {
+            state = S_BOM;
+          } else {
+            state = S_VALUE;
+          }
+          break;
+        }
+
+        default: {
+          // Structural states: skip whitespace, then read one token.
+          let c = buffer[i]!;
+          if (c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09) {
+            i++;
+            while (i < length) {
+              c = buffer[i]!;
+              if (c !== 0x20 && c !== 0x0a && c !== 0x0d && c !== 0x09) {
+                break;
+              }
+              i++;
+            }
+            if (this.#itemDepth !== 0) {
+              this.#flags[this.#count - 1]! |= FLAG_WHITESPACE;
+            }
+            if (i === length) {
+              break;
+            }
+          }
+          state = this.#structural(buffer, i, c, state);
+          i++;
+          break;
+        }
+      }
+    }
+
+    if (this.#capture && state >= S_STRING && state <= S_UNICODE) {
+      for (let k = this.#captureFrom; k < length; k++) {
+        this.#carry.push(buffer[k]!);
+      }
+    }
+    this.#state = state;
+  }
+
+  // Reads one structural byte `c` at `i` in `state` and returns the next state.
+  #structural(buffer: Buffer, i: number, c: number, state: number): number {
+    switch (state) {
+      case S_VALUE:
+        return this.#beginValue(buffer, i, c);
+
+      case S_ARRAY_FIRST:
+        if (c === 0x5d) {
+          return this.#closeContainer(i);
+        }
+        return this.#beginValue(buffer, i, c);
+
+      case S_OBJECT_FIRST:
+        if (c === 0x7d) {
+          return this.#closeContainer(i);
+        }
+        if (c === 0x22) {
+          return this.#beginKey(i);
+        }
+        throw this.#unexpected(buffer, i, "a member name or '}'");
+
+      case S_KEY:
+        if (c === 0x22) {
+          return this.#beginKey(i);
+        }
+        throw this.#unexpected(buffer, i, "a member name");
+
+      case S_COLON:
+        if (c === 0x3a) {
+          return S_VALUE;
+        }
+        throw this.#unexpected(buffer, i, "':'");
+
+      case S_AFTER: {
+        const d = this.#depth - 1;
+        if (c === 0x2c) {
+          return this.#isArray[d] === 1 ? S_VALUE : S_KEY;
+        }
+        if (c === (this.#isArray[d] === 1 ? 0x5d : 0x7d)) {
+          return this.#closeContainer(i);
+        }
+        throw this.#unexpected(buffer, i, this.#isArray[d] === 1 ? "',' or ']'" : "',' or '}'");
+      }
+
+      case S_END:
+        throw this.#unexpected(buffer, i, "the end of the input after the JSON value");
+
+      default:
+        throw new Error(`BundleScanner: unknown state ${state}`);
+    }
+  }
+
+  // The role of a value that starts now, from its key or its array.
+  #valueRole(): number {
+    const d = this.#depth - 1;
+    if (d < 0) {
+      return V_TOP;
+    }
+    if (this.#isArray[d] === 0) {
+      return this.#keyRole[d]!;
+    }
+    switch (this.#role[d]) {
+      case R_COLLECT:
+        return V_COLLECT;
+      case R_OBJECTS:
+        return V_ITEM;
+      case R_TOP_REFS:
+        return V_TOP_REFS_ITEM;
+      case R_NESTED_REFS:
+        return V_NESTED_REFS_ITEM;
+      case R_GRANULAR:
+        return V_GRANULAR_ITEM;
+      default:
+        return V_NONE;
+    }
+  }
+
+  #beginValue(buffer: Buffer, i: number, c: number): number {
+    const role = this.#valueRole();
+    const at = this.#offset + i;
+
+    if (c === 0x22) {
+      this.#beginScalar(role, JsonKind.string, at);
+      this.#stringIsKey = false;
+      this.#stringRole = role;
+      this.#startString(i, CAPTURED[role] === 1);
+      return S_STRING;
+    }
+    if (c === 0x7b || c === 0x5b) {
+      this.#openContainer(role, c === 0x5b, at);
+      return c === 0x5b ? S_ARRAY_FIRST : S_OBJECT_FIRST;
+    }
+    if (c === 0x2d || (c >= 0x30 && c <= 0x39)) {
+      this.#beginScalar(role, JsonKind.number, at);
+      if (c === 0x2d) {
+        this.#numberState = N_MINUS;
+      } else if (c === 0x30) {
+        this.#numberState = N_ZERO;
+      } else {
+        this.#numberState = N_INT;
+      }
+      return S_NUMBER;
+    }
+    const literal = LITERAL_FIRST_BYTES.indexOf(c);
+    if (literal >= 0) {
+      this.#literal = LITERALS[literal]!;
+      this.#literalIndex = 1;
+      this.#literalKind = LITERAL_KINDS[literal]!;
+      this.#beginScalar(role, this.#literalKind, at);
+      return S_LITERAL;
+    }
+    throw this.#unexpected(buffer, i, "a JSON value");
+  }
+
+  #beginKey(i: number): number {
+    const d = this.#depth - 1;
+    this.#stringIsKey = true;
+    this.#startString(i, this.#role[d] !== R_PLAIN);
+    return S_STRING;
+  }
+
+  #startString(i: number, capture: boolean): void {
+    this.#capture = capture;
+    this.#captureFrom = i + 1;
+    this.#escaped = false;
+    this.#carry.length = 0;
+  }
+
+  // Records what a scalar means when it starts; strings are completed in #endString.
+  #beginScalar(role: number, kind: number, at: number): void {
+    switch (role) {
+      case V_TOP:
+        this.#topKind = kind;
+        break;
+      case V_ITEM:
+        this.#beginItem(kind, at);
+        break;
+      case V_TOP_REF:
+        if (kind !== JsonKind.string) {
+          this.#push3(Rec.topRef, this.#keyString[this.#depth - 1]!, kind === JsonKind.null ? NULL_VALUE : OTHER_VALUE);
+        }
+        break;
+      case V_TOP_REFS:
+        this.#push2(kind === JsonKind.null ? Rec.topRefsNull : Rec.topRefsOther, this.#keyString[this.#depth - 1]!);
+        break;
+      case V_TOP_REFS_ITEM:
+        if (kind !== JsonKind.string) {
+          this.#pushTopRefsItem(OTHER_VALUE);
+        }
+        break;
+      case V_ITEM_TYPE:
+        this.#itemType[this.#count - 1] = kind === JsonKind.string ? -1 : OTHER_VALUE;
+        break;
+      case V_ITEM_ID:
+        this.#itemId[this.#count - 1] = kind === JsonKind.string ? -1 : OTHER_VALUE;
+        break;
+      case V_BUNDLE_TYPE:
+        this.#typeKind = kind;
+        this.#type = undefined;
+        this.#typeRange = [at, at];
+        break;
+      case V_BUNDLE_ID:
+        this.#id = undefined;
+        break;
+      case V_BUNDLE_OBJECTS:
+        this.#resetItems();
+        this.#objectsKind = kind;
+        break;
+    }
+  }
+
+  // Completes a number or literal that ended just before byte `at`.
+  #endScalar(at: number): void {
+    const role = this.#valueRole();
+    if (role === V_ITEM) {
+      this.#end[this.#count - 1] = at;
+    } else if (role === V_BUNDLE_TYPE) {
+      this.#typeRange[1] = at;
+    }
+  }
+
+  #endString(buffer: Buffer, close: number): void {
+    if (!this.#capture) {
+      if (!this.#stringIsKey) {
+        this.#endScalar(this.#offset + close + 1);
+      }
+      return;
+    }
+
+    let source = buffer;
+    let from = this.#captureFrom;
+    let to = close;
+    if (this.#carry.length > 0) {
+      for (let k = this.#captureFrom; k < close; k++) {
+        this.#carry.push(buffer[k]!);
+      }
+      source = Buffer.from(this.#carry);
+      from = 0;
+      to = source.length;
+    }
+    this.#capture = false;
+
+    if (this.#stringIsKey) {
+      this.#endKey(source, from, to);
+      return;
+    }
+
+    const text = decodeString(source, from, to, this.#escaped);
+    const role = this.#stringRole;
+    switch (role) {
+      case V_NESTED_REF:
+      case V_NESTED_REFS_ITEM:
+        this.#push2(Rec.nested, this.#intern(text));
+        break;
+      case V_GRANULAR_MREF:
+        this.#push2(Rec.granular, this.#intern(text));
+        break;
+      case V_TOP_REF:
+        this.#push3(Rec.topRef, this.#keyString[this.#depth - 1]!, this.#intern(text));
+        break;
+      case V_TOP_REFS_ITEM:
+        this.#pushTopRefsItem(this.#intern(text));
+        break;
+      case V_ITEM_TYPE:
+        this.#itemType[this.#count - 1] = this.#intern(text);
+        break;
+      case V_ITEM_ID:
+        this.#itemId[this.#count - 1] = this.#intern(text);
+        break;
+      case V_OPENCTI_ID:
+        this.#push2(Rec.openctiId, this.#intern(text));
+        break;
+      case V_EXT_ID:
+        this.#push2(Rec.extensionId, this.#intern(text));
+        break;
+      case V_BUNDLE_TYPE:
+        this.#type = text;
+        this.#typeRange[1] = this.#offset + close + 1;
+        break;
+      case V_BUNDLE_ID:
+        this.#id = text;
+        break;
+    }
+  }
+
+  // Sets the role of the value that follows the key in bytes [from, to).
+  #endKey(source: Buffer, from: number, to: number): void {
+    const d = this.#depth - 1;
+    let bytes = source;
+    let start = from;
+    let stop = to;
+    let text: string | undefined;
+    if (this.#escaped) {
+      text = decodeString(source, from, to, true);
+      bytes = Buffer.from(text, "utf8");
+      start = 0;
+      stop = bytes.length;
+    }
+
+    const role = this.#role[d]!;
+    const suffix = refSuffix(bytes, start, stop);
+    let keyRole: number;
+    switch (role) {
+      case R_BUNDLE:
+        keyRole = equals(bytes, start, stop, KEY_TYPE)
+          ? V_BUNDLE_TYPE
+          : equals(bytes, start, stop, KEY_ID)
+            ? V_BUNDLE_ID
+            : equals(bytes, start, stop, KEY_OBJECTS)
+              ? V_BUNDLE_OBJECTS
+              : V_NONE;
+        break;
+      case R_ITEM:
+        if (suffix !== 0) {
+          keyRole = suffix === 2 ? V_TOP_REFS : V_TOP_REF;
+          this.#keyString[d] = this.#intern(text ?? bytes.toString("utf8", start, stop));
+        } else if (equals(bytes, start, stop, KEY_TYPE)) {
+          keyRole = V_ITEM_TYPE;
+        } else if (equals(bytes, start, stop, KEY_ID)) {
+          keyRole = V_ITEM_ID;
+        } else if (equals(bytes, start, stop, KEY_OPENCTI_ID)) {
+          keyRole = V_OPENCTI_ID;
+        } else if (equals(bytes, start, stop, KEY_EXTENSIONS)) {
+          keyRole = V_EXTENSIONS;
+        } else if (equals(bytes, start, stop, KEY_GRANULAR)) {
+          keyRole = V_GRANULAR;
+        } else {
+          keyRole = V_COLLECT;
+        }
+        break;
+      case R_EXTENSIONS:
+        keyRole = suffix === 0 && equals(bytes, start, stop, KEY_OPENCTI_EXT) ? V_OPENCTI_EXT : collectRole(suffix);
+        break;
+      case R_OPENCTI_EXT:
+        keyRole = suffix === 0 && equals(bytes, start, stop, KEY_ID) ? V_EXT_ID : collectRole(suffix);
+        break;
+      case R_GRANULAR_ITEM:
+        keyRole = equals(bytes, start, stop, KEY_MARKING_REF) ? V_GRANULAR_MREF : collectRole(suffix);
+        break;
+      default:
+        keyRole = collectRole(suffix);
+        break;
+    }
+    this.#keyRole[d] = keyRole;
+  }
+
+  #openContainer(role: number, isArray: boolean, at: number): void {
+    let containerRole: number;
+    switch (role) {
+      case V_TOP:
+        this.#topKind = isArray ? JsonKind.array : JsonKind.object;
+        containerRole = isArray ? R_PLAIN : R_BUNDLE;
+        break;
+      case V_ITEM:
+        this.#beginItem(isArray ? JsonKind.array : JsonKind.object, at);
+        containerRole = isArray ? R_PLAIN : R_ITEM;
+        break;
+      case V_BUNDLE_OBJECTS:
+        this.#resetItems();
+        this.#objectsKind = isArray ? JsonKind.array : JsonKind.object;
+        containerRole = isArray ? R_OBJECTS : R_PLAIN;
+        break;
+      case V_BUNDLE_TYPE:
+        this.#typeKind = isArray ? JsonKind.array : JsonKind.object;
+        this.#type = undefined;
+        this.#typeRange = [at, at];
+        containerRole = R_PLAIN;
+        break;
+      case V_BUNDLE_ID:
+        this.#id = undefined;
+        containerRole = R_PLAIN;
+        break;
+      case V_TOP_REF:
+        this.#push3(Rec.topRef, this.#keyString[this.#depth - 1]!, OTHER_VALUE);
+        containerRole = R_COLLECT;
+        break;
+      case V_TOP_REFS:
+        if (isArray) {
+          this.#push3(Rec.topRefs, this.#keyString[this.#depth - 1]!, 0);
+          containerRole = R_TOP_REFS;
+        } else {
+          this.#push2(Rec.topRefsOther, this.#keyString[this.#depth - 1]!);
+          containerRole = R_COLLECT;
+        }
+        break;
+      case V_TOP_REFS_ITEM:
+        this.#pushTopRefsItem(OTHER_VALUE);
+        containerRole = R_PLAIN;
+        break;
+      case V_NESTED_REFS:
+        containerRole = isArray ? R_NESTED_REFS : R_COLLECT;
+        break;
+      case V_ITEM_TYPE:
+        this.#itemType[this.#count - 1] = OTHER_VALUE;
+        containerRole = R_COLLECT;
+        break;
+      case V_ITEM_ID:
+        this.#itemId[this.#count - 1] = OTHER_VALUE;
+        containerRole = R_COLLECT;
+        break;
+      case V_EXTENSIONS:
+        containerRole = isArray ? R_COLLECT : R_EXTENSIONS;
+        break;
+      case V_OPENCTI_EXT:
+        containerRole = isArray ? R_COLLECT : R_OPENCTI_EXT;
+        break;
+      case V_GRANULAR:
+        containerRole = isArray ? R_GRANULAR : R_COLLECT;
+        break;
+      case V_GRANULAR_ITEM:
+        containerRole = isArray ? R_COLLECT : R_GRANULAR_ITEM;
+        break;
+      case V_NONE:
+      case V_NESTED_REFS_ITEM:
+        containerRole = R_PLAIN;
+        break;
+      default:
+        // V_COLLECT, V_NESTED_REF, V_OPENCTI_ID, V_EXT_ID, V_GRANULAR_MREF:
+        // `referencedIds` walks into any object or array there.
+        containerRole = R_COLLECT;
+        break;
+    }
+
+    const d = this.#depth++;
+    this.#isArray[d] = isArray ? 1 : 0;
+    this.#role[d] = containerRole;
+    this.#openedAs[d] = role;
+    this.#keyRole[d] = V_NONE;
+    if (containerRole === R_TOP_REFS) {
+      this.#countAt[d] = this.#recordCount - 1;
+    }
+    if (role === V_ITEM) {
+      this.#itemDepth = this.#depth;
+    }
+  }
+
+  #closeContainer(i: number): number {
+    const d = --this.#depth;
+    const openedAs = this.#openedAs[d];
+    const at = this.#offset + i + 1;
+    if (openedAs === V_ITEM) {
+      const item = this.#count - 1;
+      this.#end[item] = at;
+      this.#recordEnd[item] = this.#recordCount;
+      this.#itemDepth = 0;
+    } else if (openedAs === V_BUNDLE_TYPE) {
+      this.#typeRange[1] = at;
+    }
+    return this.#afterValueState();
+  }
+
+  #afterValueState(): number {
+    return this.#depth === 0 ? S_END : S_AFTER;
+  }
+
+  #beginItem(kind: number, at: number): void {
+    if (this.#count === this.#capacity) {
+      this.#grow();
+    }
+    const item = this.#count++;
+    this.#start[item] = at;
+    this.#end[item] = at;
+    this.#kind[item] = kind;
+    this.#itemType[item] = -1;
+    this.#itemId[item] = -1;
+    this.#recordStart[item] = this.#recordCount;
+    this.#recordEnd[item] = this.#recordCount;
+    this.#flags[item] = 0;
+  }
+
+  #resetItems(): void {
+    this.#count = 0;
+    this.#recordCount = 0;
+  }
+
+  #grow(): void {
+    const capacity = this.#capacity * 2;
+    this.#start = growFloat(this.#start, capacity);
+    this.#end = growFloat(this.#end, capacity);
+    this.#kind = growBytes(this.#kind, capacity);
+    this.#itemType = growInts(this.#itemType, capacity);
+    this.#itemId = growInts(this.#itemId, capacity);
+    this.#recordStart = growInts(this.#recordStart, capacity);
+    this.#recordEnd = growInts(this.#recordEnd, capacity);
+    this.#flags = growBytes(this.#flags, capacity);
+    this.#capacity = capacity;
+  }
+
+  #reserve(extra: number): void {
+    if (this.#recordCount + extra > this.#records.length) {
+      this.#records = growInts(this.#records, Math.max(this.#records.length * 2, this.#recordCount + extra));
+    }
+  }
+
+  #push2(a: number, b: number): void {
+    this.#reserve(2);
+    this.#records[this.#recordCount++] = a;
+    this.#records[this.#recordCount++] = b;
+  }
+
+  #push3(a: number, b: number, c: number): void {
+    this.#reserve(3);
+    this.#records[this.#recordCount++] = a;
+    this.#records[this.#recordCount++] = b;
+    this.#records[this.#recordCount++] = c;
+  }
+
+  #pushTopRefsItem(target: number): void {
+    this.#reserve(1);
+    this.#records[this.#recordCount++] = target;
+    this.#records[this.#countAt[this.#depth - 1]!]! += 1;
+  }
+
+  #intern(text: string): number {
+    let index = this.#stringIndex.get(text);
+    if (index === undefined) {
+      index = this.#strings.length;
+      this.#strings.push(text);
+      this.#stringIndex.set(text, index);
+    }
+    return index;
+  }
+
+  #unexpected(buffer: Buffer, i: number, expected: string): JsonScanError {
+    const at = this.#offset + i;
+    return new JsonScanError(`invalid JSON at byte ${at}: found ${describeByte(buffer[i]!)} where ${expected} was expected`, at, false);
+  }
+}
+
+// The role of a value in an object that `referencedIds` walks into.
+function collectRole(suffix: number): number {
+  if (suffix === 2) {
+    return V_NESTED_REFS;
+  }
+  return suffix === 1 ? V_NESTED_REF : V_COLLECT;
+}
+
+// Returns 2 when bytes [from, to) end with "_refs", 1 with "_ref", else 0.
+function refSuffix(bytes: Uint8Array, from: number, to: number): number {
+  const n = to - from;
+  if (n >= 5 && bytes[to - 1] === 0x73 && bytes[to - 2] === 0x66 && bytes[to - 3] === 0x65 && bytes[to - 4] === 0x72 && bytes[to - 5] === 0x5f) {
+    return 2;
+  }
+  if (n >= 4 && bytes[to - 1] === 0x66 && bytes[to - 2] === 0x65 && bytes[to - 3] === 0x72 && bytes[to - 4] === 0x5f) {
+    return 1;
+  }
+  return 0;
+}
+
+function equals(bytes: Uint8Array, from: number, to: number, expected: Uint8Array): boolean {
+  if (to - from !== expected.length) {
+    return false;
+  }
+  for (let k = 0; k < expected.length; k++) {
+    if (bytes[from + k] !== expected[k]) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// Decodes the raw bytes between a string's quotes. Escapes go through
+// JSON.parse, which the syntax check has already made safe.
+function decodeString(bytes: Buffer, from: number, to: number, escaped: boolean): string {
+  const raw = bytes.toString("utf8", from, to);
+  return escaped ? (JSON.parse('"' + raw + '"') as string) : raw;
+}
+
+function isHexDigit(c: number): boolean {
+  return (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x46) || (c >= 0x61 && c <= 0x66);
+}
+
+function isAccepting(state: number): boolean {
+  return state === N_ZERO || state === N_INT || state === N_FRAC || state === N_EXP_DIGITS;
+}
+
+// Returns the number state after byte `c`, or -1 when `c` is not part of
+// the number: RFC 8259 `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
+function nextNumberState(state: number, c: number): number {
+  const digit = c >= 0x30 && c <= 0x39;
+  const dot = c === 0x2e;
+  const exponent = c === 0x65 || c === 0x45;
+  switch (state) {
+    case N_MINUS:
+      if (c === 0x30) {
+        return N_ZERO;
+      }
+      return digit ? N_INT : -1;
+    case N_ZERO:
+      if (dot) {
+        return N_DOT;
+      }
+      return exponent ? N_EXP : -1;
+    case N_INT:
+      if (digit) {
+        return N_INT;
+      }
+      if (dot) {
+        return N_DOT;
+      }
+      return exponent ? N_EXP : -1;
+    case N_DOT:
+      return digit ? N_FRAC : -1;
+    case N_FRAC:
+      if (digit) {
+        return N_FRAC;
+      }
+      return exponent ? N_EXP : -1;
+    case N_EXP:
+      if (digit) {
+        return N_EXP_DIGITS;
+      }
+      return c === 0x2b || c === 0x2d ? N_EXP_SIGN : -1;
+    case N_EXP_SIGN:
+    case N_EXP_DIGITS:
+      return digit ? N_EXP_DIGITS : -1;
+    default:
+      return -1;
+  }
+}
+
+function describeByte(c: number): string {
+  if (c >= 0x21 && c <= 0x7e) {
+    return `'${String.fromCharCode(c)}'`;
+  }
+  return `byte 0x${c.toString(16).padStart(2, "0")}`;
+}
+
+function growFloat(array: Float64Array, capacity: number): Float64Array<ArrayBuffer> {
+  const grown = new Float64Array(capacity);
+  grown.set(array);
+  return grown;
+}
+
+function growInts(array: Int32Array, capacity: number): Int32Array<ArrayBuffer> {
+  const grown = new Int32Array(capacity);
+  grown.set(array);
+  return grown;
+}
+
+function growBytes(array: Uint8Array, capacity: number): Uint8Array<ArrayBuffer> {
+  const grown = new Uint8Array(capacity);
+  grown.set(array);
+  return grown;
+}

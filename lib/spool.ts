@@ -1,0 +1,294 @@
+/**
+ * Spool files: each version is downloaded into a file instead of memory,
+ * checked by {@linkcode BundleScanner} while it streams, and read back object
+ * by object when it is sent.
+ */
+import { accessSync, closeSync, constants as fsConstants, fchmodSync, ftruncateSync, openSync, readdirSync, readSync, rmSync, statSync, writeSync } from "node:fs";
+import { join } from "node:path";
+import type { Logger } from "./log.ts";
+import { BundleScanner, type ScannedBundle } from "./scan.ts";
+
+/** Name suffix of spool files; `.gitignore` lists it. */
+export const SPOOL_SUFFIX = ".spool";
+
+// citalid-<version id>-<pid>-<8 hex digits>.spool
+const SPOOL_NAME = /^citalid-.*-(\d+)-[0-9a-f]{8}\.spool$/;
+
+/** A spool folder that is missing or not writable. */
+export class SpoolFolderError extends Error {
+  override name = "SpoolFolderError";
+}
+
+/**
+ * Checks that `folder` exists and is writable by this process. Raises
+ * SpoolFolderError naming the folder and the setting to change.
+ */
+export function checkSpoolFolder(folder: string): void {
+  const stats = statSync(folder, { throwIfNoEntry: false });
+  if (stats === undefined) {
+    throw new SpoolFolderError(`Spool folder ${folder} does not exist: create it or set CONNECTOR_SPOOL_DIR to an existing folder`);
+  }
+  if (!stats.isDirectory()) {
+    throw new SpoolFolderError(`Spool folder ${folder} is not a folder: set CONNECTOR_SPOOL_DIR to an existing folder`);
+  }
+  try {
+    accessSync(folder, fsConstants.W_OK);
+  } catch {
+    throw new SpoolFolderError(`Spool folder ${folder} is not writable by this user: fix its permissions or set CONNECTOR_SPOOL_DIR elsewhere`);
+  }
+}
+
+/**
+ * Removes the spool files that a killed connector left in `folder`: those
+ * named with this process's pid or with the pid of a process that is gone.
+ * Files of a live process are kept, in case another connector shares the
+ * folder. Returns the paths removed; a file that cannot be removed is logged
+ * and skipped.
+ */
+export function removeLeftoverSpoolFiles(folder: string, logger: Logger): string[] {
+  const removed: string[] = [];
+  for (const name of readdirSync(folder)) {
+    const match = SPOOL_NAME.exec(name);
+    if (match === null) {
+      continue;
+    }
+    const pid = Number(match[1]);
+    if (pid !== process.pid && isAlive(pid)) {
+      continue;
+    }
+    const path = join(folder, name);
+    try {
+      rmSync(path, { force: true });
+      removed.push(path);
+    } catch (error) {
+      logger.warn("Cannot remove a leftover spool file", { path, reason: (error as Error).message });
+    }
+  }
+  if (removed.length > 0) {
+    logger.info("Removed spool files left by an earlier connector process", { folder, files: removed.length });
+  }
+  return removed;
+}
+
+/**
+ * One version's spool file, created with mode 0600. Writes append; reads
+ * take byte ranges. {@linkcode SpoolFile.remove} closes and deletes it.
+ */
+export class SpoolFile {
+  readonly path: string;
+  #fd: number | undefined;
+  #size = 0;
+
+  private constructor(path: string, fd: number) {
+    this.path = path;
+    this.#fd = fd;
+  }
+
+  /** Creates an empty spool file in `folder` for `versionId`. Raises the file system's error. */
+  static create(folder: string, versionId: string): SpoolFile {
+    const safeId = versionId.replace(/[^A-Za-z0-9._-]/g, "_").slice(0, 64);
+    const random = crypto.getRandomValues(new Uint32Array(1))[0]!.toString(16).padStart(8, "0");
+    const path = join(folder, `citalid-${safeId}-${process.pid}-${random}${SPOOL_SUFFIX}`);
+    const fd = openSync(path, "wx+", 0o600);
+    // The umask can only remove permissions, but a mode set by the caller's
+    // file system defaults is not trusted either.
+    fchmodSync(fd, 0o600);
+    return new SpoolFile(path, fd);
+  }
+
+  /** Bytes written so far. */
+  get size(): number {
+    return this.#size;
+  }
+
+  /** Appends `chunk`. Raises the file system's error, such as ENOSPC. */
+  write(chunk: Uint8Array): void {
+    const fd = this.#open();
+    let done = 0;
+    while (done < chunk.length) {
+      done += writeSync(fd, chunk, done, chunk.length - done, this.#size + done);
+    }
+    this.#size += chunk.length;
+  }
+
+  /** Empties the file, for a new download attempt. */
+  clear(): void {
+    ftruncateSync(this.#open(), 0);
+    this.#size = 0;
+  }
+
+  /** Reads bytes [start, end) into `target` at `offset`. Raises when the file is shorter. */
+  readInto(start: number, end: number, target: Uint8Array, offset = 0): void {
+    const fd = this.#open();
+    let done = 0;
+    const length = end - start;
+    while (done < length) {
+      const read = readSync(fd, target, offset + done, length - done, start + done);
+      if (read === 0) {
+        throw new Error(`Spool file ${this.path} ends at byte ${start + done}, before byte ${end}`);
+      }
+      done += read;
+    }
+  }
+
+  /** Closes and deletes the file. Safe to call more than once. */
+  remove(): void {
+    if (this.#fd !== undefined) {
+      closeSync(this.#fd);
+      this.#fd = undefined;
+    }
+    rmSync(this.path, { force: true });
+  }
+
+  #open(): number {
+    if (this.#fd === undefined) {
+      throw new Error(`Spool file ${this.path} was removed`);
+    }
+    return this.#fd;
+  }
+}
+
+/** Options of {@linkcode SpoolReader}. */
+export interface SpoolReaderOptions {
+  /** Size of a cached block, in bytes. @default 1048576 */
+  blockBytes?: number;
+  /** Blocks kept in memory, least recently used dropped first. @default 8 */
+  blocks?: number;
+}
+
+/**
+ * Reads byte ranges of a spool file as UTF-8 text through a small cache of
+ * aligned blocks, so that objects read in dependency order, which is mostly
+ * the file's order, cost one read per block rather than one per object.
+ * Memory is at most `blockBytes × blocks` plus the range being read.
+ */
+export class SpoolReader {
+  readonly #file: SpoolFile;
+  readonly #blockBytes: number;
+  readonly #maxBlocks: number;
+  /** Cached blocks by index, each a view of `blockBytes` bytes of memory. */
+  readonly #blocks = new Map<number, { memory: Buffer; bytes: Buffer }>();
+
+  constructor(file: SpoolFile, options: SpoolReaderOptions = {}) {
+    this.#file = file;
+    this.#blockBytes = options.blockBytes ?? 1 << 20;
+    this.#maxBlocks = Math.max(1, options.blocks ?? 8);
+  }
+
+  /** Decodes bytes [start, end) as UTF-8; invalid sequences become U+FFFD, as `Response.text()` does. */
+  text(start: number, end: number): string {
+    if (end <= start) {
+      return "";
+    }
+    const first = Math.floor(start / this.#blockBytes);
+    const last = Math.floor((end - 1) / this.#blockBytes);
+    if (first !== last) {
+      // A range across a block boundary is read on its own.
+      const bytes = Buffer.allocUnsafe(end - start);
+      this.#file.readInto(start, end, bytes);
+      return bytes.toString("utf8");
+    }
+    const block = this.#block(first);
+    const base = first * this.#blockBytes;
+    return block.toString("utf8", start - base, end - base);
+  }
+
+  /** Drops the cached blocks. */
+  clear(): void {
+    this.#blocks.clear();
+  }
+
+  #block(index: number): Buffer {
+    const cached = this.#blocks.get(index);
+    if (cached !== undefined) {
+      // Map order is the recency order: move the block to the end.
+      this.#blocks.delete(index);
+      this.#blocks.set(index, cached);
+      return cached.bytes;
+    }
+    const start = index * this.#blockBytes;
+    const end = Math.min(start + this.#blockBytes, this.#file.size);
+    // The evicted block's memory is reused, so reading a whole version
+    // allocates `blocks` buffers, not one per block.
+    let memory: Buffer;
+    if (this.#blocks.size >= this.#maxBlocks) {
+      const oldest = this.#blocks.keys().next().value!;
+      memory = this.#blocks.get(oldest)!.memory;
+      this.#blocks.delete(oldest);
+    } else {
+      memory = Buffer.allocUnsafe(this.#blockBytes);
+    }
+    const bytes = memory.subarray(0, end - start);
+    this.#file.readInto(start, end, bytes);
+    this.#blocks.set(index, { memory, bytes });
+    return bytes;
+  }
+}
+
+/**
+ * The target of one version's download: each chunk goes to the spool file
+ * and through the scanner, so a body that is not JSON stops the download at
+ * its first invalid byte. {@linkcode VersionSpool.begin} starts each attempt
+ * afresh.
+ */
+export class VersionSpool {
+  readonly file: SpoolFile;
+  #scanner = new BundleScanner();
+  #head: Uint8Array[] = [];
+  #headBytes = 0;
+
+  /** Creates the spool file in `folder`. Raises the file system's error. */
+  constructor(folder: string, versionId: string) {
+    this.file = SpoolFile.create(folder, versionId);
+  }
+
+  /** Empties the file and resets the scanner for a new attempt. */
+  begin(): void {
+    this.file.clear();
+    this.#scanner = new BundleScanner();
+    this.#head = [];
+    this.#headBytes = 0;
+  }
+
+  /**
+   * Writes and scans the next chunk. Raises JsonScanError when the bytes
+   * cannot be JSON, and the file system's error when the write fails.
+   */
+  write(chunk: Uint8Array): void {
+    if (this.#headBytes < HEAD_BYTES) {
+      const part = chunk.slice(0, HEAD_BYTES - this.#headBytes);
+      this.#head.push(part);
+      this.#headBytes += part.length;
+    }
+    this.file.write(chunk);
+    this.#scanner.write(chunk);
+  }
+
+  /** Checks that the body is complete and returns its index. Raises JsonScanError when it is cut short. */
+  end(): ScannedBundle {
+    return this.#scanner.end();
+  }
+
+  /** Returns the first bytes of the body as text, for an error message. */
+  head(): string {
+    return Buffer.concat(this.#head).toString("utf8");
+  }
+
+  /** Closes and deletes the spool file. */
+  remove(): void {
+    this.file.remove();
+  }
+}
+
+// Bytes of the body kept for error messages.
+const HEAD_BYTES = 512;
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    // EPERM: the process exists but belongs to another user.
+    return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
+}

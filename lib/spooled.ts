@@ -1,0 +1,638 @@
+/**
+ * A version kept in its spool file: the checks and the author of
+ * `prepareVersion`, the bundles of `chunkVersion` and the splitter's input,
+ * computed from the scanner's index, with each object read back from the
+ * file only when it is sent.
+ */
+import { AUTHOR_ID, type BundleChunk, authorIdentity, takesAuthor } from "./bundle.ts";
+import { BundleError } from "./errors.ts";
+import { FLAG_WHITESPACE, JsonKind, NULL_VALUE, Rec, type ScannedBundle } from "./scan.ts";
+import { OPENCTI_EXTENSION_ID, OPENCTI_NAMESPACE, externalReferenceId, killChainPhaseId, uniqueBy, uuid5 } from "./splitter.ts";
+import type { StixObject } from "./stix.ts";
+
+/** Reads a byte range of the version's JSON as text. */
+export interface ByteRangeReader {
+  text(start: number, end: number): string;
+}
+
+/**
+ * Property of each object that {@linkcode SpooledVersion.splitInput}
+ * returns: the item it stands for. The splitter's shallow copies keep it,
+ * and `JSON.stringify` and `Object.keys` skip it.
+ */
+export const SOURCE_ITEM: unique symbol = Symbol("spooled item");
+
+// created_by_ref states besides a string index.
+const MISSING = -3;
+
+/**
+ * Checks a scanned version as `prepareVersion` does and returns it ready to
+ * send. Raises BundleError with the same messages.
+ */
+export function prepareSpooledVersion(scan: ScannedBundle, reader: ByteRangeReader, versionId: string): SpooledVersion {
+  if (scan.topKind !== JsonKind.object) {
+    const got = scan.topKind === JsonKind.array ? "an array" : typeofName(scan.topKind);
+    throw new BundleError(versionId, `expected a JSON object, got ${got}`);
+  }
+  if (scan.type !== "bundle") {
+    const shown = scan.typeKind === -1 ? "missing" : JSON.stringify(JSON.parse(reader.text(scan.typeRange[0], scan.typeRange[1])));
+    throw new BundleError(versionId, `"type" is ${shown}, expected "bundle"`);
+  }
+  if (scan.objectsKind !== JsonKind.array) {
+    throw new BundleError(versionId, `"objects" is ${scan.objectsKind === -1 ? "missing" : "not an array"}`);
+  }
+
+  const { strings } = scan;
+  const createdByKey = strings.indexOf("created_by_ref");
+  const kept: number[] = [];
+  const needsAuthor = new Uint8Array(scan.count);
+  for (let item = 0; item < scan.count; item++) {
+    if (scan.kind[item] !== JsonKind.object) {
+      throw new BundleError(versionId, `objects[${item}] is not an object`);
+    }
+    const typeIndex = scan.typeOf[item]!;
+    const type = typeIndex >= 0 ? strings[typeIndex]! : "";
+    if (type === "") {
+      throw new BundleError(versionId, `objects[${item}] has no string "type"`);
+    }
+    const idIndex = scan.idOf[item]!;
+    if (idIndex < 0 || !strings[idIndex]!.startsWith(type + "--")) {
+      throw new BundleError(versionId, `objects[${item}] (type ${type}) has no id of the form "${type}--<uuid>"`);
+    }
+    if (strings[idIndex] === AUTHOR_ID) {
+      continue;
+    }
+    if (takesAuthor(type)) {
+      const createdBy = createdByKey < 0 ? MISSING : lastTopRef(scan, item, createdByKey);
+      needsAuthor[item] = createdBy === MISSING || createdBy === NULL_VALUE ? 1 : 0;
+    }
+    kept.push(item);
+  }
+
+  const bundleId = scan.id ?? `bundle--${crypto.randomUUID()}`;
+  return new SpooledVersion(versionId, bundleId, scan, reader, Int32Array.from(kept), needsAuthor);
+}
+
+/**
+ * A checked version in its spool file. Objects are read, given the author
+ * and serialized one at a time, so memory contains the index and the bundle
+ * being sent, not the version.
+ */
+export class SpooledVersion {
+  readonly versionId: string;
+  readonly bundleId: string;
+  readonly scan: ScannedBundle;
+  /** Items sent, in bundle order: all but those with the author's id. */
+  readonly items: Int32Array;
+  readonly #reader: ByteRangeReader;
+  readonly #needsAuthor: Uint8Array;
+
+  constructor(versionId: string, bundleId: string, scan: ScannedBundle, reader: ByteRangeReader, items: Int32Array, needsAuthor: Uint8Array) {
+    this.versionId = versionId;
+    this.bundleId = bundleId;
+    this.scan = scan;
+    this.items = items;
+    this.#reader = reader;
+    this.#needsAuthor = needsAuthor;
+  }
+
+  /** Objects of the version with the author identity: the length of `prepareVersion`'s objects. */
+  get objectCount(): number {
+    return this.items.length + 1;
+  }
+
+  /** Returns the STIX id of an item. */
+  id(item: number): string {
+    return this.scan.strings[this.scan.idOf[item]!]!;
+  }
+
+  /** Returns the STIX type of an item. */
+  type(item: number): string {
+    return this.scan.strings[this.scan.typeOf[item]!]!;
+  }
+
+  /** Returns true when the author becomes the item's `created_by_ref`. */
+  needsAuthor(item: number): boolean {
+    return this.#needsAuthor[item] === 1;
+  }
+
+  /** Reads an item and returns it with the author added, as `prepareVersion` does. */
+  object(item: number): StixObject {
+    const object = JSON.parse(this.#raw(item)) as StixObject;
+    if (this.#needsAuthor[item] === 1) {
+      object.created_by_ref = AUTHOR_ID;
+    }
+    return object;
+  }
+
+  /**
+   * Returns the JSON text of an item with the author added. An item that
+   * needs no author and has no whitespace is returned as served, without a
+   * parse. Any other item is parsed and serialized again without whitespace.
+   */
+  text(item: number): string {
+    if (this.#needsAuthor[item] === 0 && (this.scan.flags[item]! & FLAG_WHITESPACE) === 0) {
+      return this.#raw(item);
+    }
+    return JSON.stringify(this.object(item));
+  }
+
+  /** Returns the string indices an item references, in `referencedIds` order. */
+  refs(item: number): number[] {
+    const { records } = this.scan;
+    const refs: number[] = [];
+    let p = this.scan.recordStart[item]!;
+    const end = this.scan.recordEnd[item]!;
+    while (p < end) {
+      const type = records[p]!;
+      if (type === Rec.topRef) {
+        const target = records[p + 2]!;
+        if (target >= 0) {
+          refs.push(target);
+        }
+        p += 3;
+      } else if (type === Rec.topRefs) {
+        const count = records[p + 2]!;
+        for (let k = p + 3; k < p + 3 + count; k++) {
+          if (records[k]! >= 0) {
+            refs.push(records[k]!);
+          }
+        }
+        p += 3 + count;
+      } else {
+        if (type === Rec.nested || type === Rec.granular) {
+          refs.push(records[p + 1]!);
+        }
+        p += 2;
+      }
+    }
+    return refs;
+  }
+
+  /**
+   * Returns the marking definitions an item references, in
+   * `object_marking_refs` and `granular_markings`, as string indices
+   * without duplicates.
+   */
+  markingRefs(item: number, objectMarkingKey: number): number[] {
+    const { records } = this.scan;
+    let fromList: number[] = [];
+    const granular: number[] = [];
+    let p = this.scan.recordStart[item]!;
+    const end = this.scan.recordEnd[item]!;
+    while (p < end) {
+      const type = records[p]!;
+      if (type === Rec.topRef) {
+        p += 3;
+      } else if (type === Rec.topRefs) {
+        const count = records[p + 2]!;
+        if (records[p + 1] === objectMarkingKey) {
+          fromList = [];
+          for (let k = p + 3; k < p + 3 + count; k++) {
+            if (records[k]! >= 0) {
+              fromList.push(records[k]!);
+            }
+          }
+        }
+        p += 3 + count;
+      } else {
+        if ((type === Rec.topRefsOther || type === Rec.topRefsNull) && records[p + 1] === objectMarkingKey) {
+          fromList = [];
+        } else if (type === Rec.granular) {
+          granular.push(records[p + 1]!);
+        }
+        p += 2;
+      }
+    }
+    return [...new Set([...fromList, ...granular])];
+  }
+
+  /**
+   * Returns the splitter's input for this version: the author identity, then
+   * for each item an object with only its `type`, `id`, top-level `*_ref`
+   * and `*_refs` properties (in their order, the author added),
+   * `x_opencti_id` and the OpenCTI extension id. These are all the
+   * properties that decide the splitter's graph walk. Each object carries
+   * its item in {@linkcode SOURCE_ITEM}; {@linkcode SpooledVersion.renderSplit}
+   * turns the splitter's output back into whole objects.
+   */
+  splitInput(): StixObject[] {
+    const { records, strings } = this.scan;
+    const input: StixObject[] = [authorIdentity()];
+    for (const item of this.items) {
+      const light: StixObject & { [SOURCE_ITEM]?: number } = { type: this.type(item), id: this.id(item) };
+      let p = this.scan.recordStart[item]!;
+      const end = this.scan.recordEnd[item]!;
+      while (p < end) {
+        const type = records[p]!;
+        if (type === Rec.topRef) {
+          const target = records[p + 2]!;
+          // The splitter turns a *_ref that is not a string into null.
+          light[strings[records[p + 1]!]!] = target >= 0 ? strings[target] : null;
+          p += 3;
+        } else if (type === Rec.topRefs) {
+          const count = records[p + 2]!;
+          const refs: (string | number)[] = [];
+          for (let k = p + 3; k < p + 3 + count; k++) {
+            // The splitter drops any item that is not a string; 0 stands for one.
+            refs.push(records[k]! >= 0 ? strings[records[k]!]! : 0);
+          }
+          light[strings[records[p + 1]!]!] = refs;
+          p += 3 + count;
+        } else {
+          const value = records[p + 1]!;
+          if (type === Rec.topRefsOther) {
+            // The splitter leaves a *_refs that is not a list as it is.
+            light[strings[value]!] = true;
+          } else if (type === Rec.topRefsNull) {
+            light[strings[value]!] = null;
+          } else if (type === Rec.openctiId) {
+            light.x_opencti_id = strings[value];
+          } else if (type === Rec.extensionId) {
+            light.extensions = { [OPENCTI_EXTENSION_ID]: { id: strings[value] } };
+          }
+          p += 2;
+        }
+      }
+      if (this.#needsAuthor[item] === 1) {
+        light.created_by_ref = AUTHOR_ID;
+      }
+      light[SOURCE_ITEM] = item;
+      input.push(light);
+    }
+    return input;
+  }
+
+  /**
+   * Returns the whole object for one object of the splitter's output on
+   * {@linkcode SpooledVersion.splitInput}: the item read back with the
+   * author, the splitter's `*_ref` and `*_refs` values and `nb_deps`, and
+   * `external_references` and `kill_chain_phases` without duplicates, as
+   * the splitter makes them. An object without {@linkcode SOURCE_ITEM} (the
+   * author) is returned as it is.
+   */
+  renderSplit(element: StixObject): StixObject {
+    const item = (element as { [SOURCE_ITEM]?: number })[SOURCE_ITEM];
+    if (item === undefined) {
+      return element;
+    }
+    const object = this.object(item);
+    for (const key of Object.keys(element)) {
+      if (key.endsWith("_refs")) {
+        if (Array.isArray(element[key])) {
+          object[key] = element[key];
+        }
+      } else if (key.endsWith("_ref")) {
+        object[key] = element[key];
+      }
+    }
+    if (Array.isArray(object.external_references)) {
+      object.external_references = uniqueBy(object.external_references, externalReferenceId);
+    }
+    if (Array.isArray(object.kill_chain_phases)) {
+      object.kill_chain_phases = uniqueBy(object.kill_chain_phases, killChainPhaseId);
+    }
+    object.nb_deps = element.nb_deps;
+    return object;
+  }
+
+  #raw(item: number): string {
+    return this.#reader.text(this.scan.start[item]!, this.scan.end[item]!);
+  }
+}
+
+/**
+ * Form and size of the pieces that {@linkcode planChunks} cuts a bundle
+ * into: each object's JSON text as it is, or escaped for a request that
+ * carries the bundle as a JSON string.
+ */
+export interface ChunkEncoding {
+  /** Returns the piece stored for an object's JSON text. */
+  piece(text: string): string;
+  /** Returns the bytes a piece adds to the request. */
+  bytes(piece: string): number;
+  /** Returns the bytes of an empty bundle with this id, everything around it included. */
+  envelopeBytes(bundleId: string): number;
+}
+
+/** Bundle JSON as it is: `maxBytes` bounds the bundle's JSON text. */
+export const BUNDLE_JSON: ChunkEncoding = {
+  piece: (text) => text,
+  bytes: (piece) => Buffer.byteLength(piece),
+  envelopeBytes: (bundleId) => Buffer.byteLength(wrap(bundleId, [])),
+};
+
+/** One bundle planned by {@linkcode planChunks}: its pieces in the chosen encoding. */
+export interface ChunkPlan {
+  bundleId: string;
+  /** The author identity, the marking definitions, then the objects. */
+  pieces: string[];
+  /** Bytes the bundle takes in the chosen encoding, envelope included. */
+  bytes: number;
+  /** Bytes of the bundle's JSON text, whatever the encoding. */
+  jsonBytes: number;
+  /** Objects of the version in this bundle, without the author identity and the marking definitions it repeats. */
+  versionObjects: number;
+}
+
+/**
+ * Cuts a spooled version into bundles of at most `maxBytes` in `encoding`.
+ * The rules are those of `chunkVersion` once a version is over the limit:
+ * objects in dependency order, each bundle with the author identity and the
+ * marking definitions its objects reference, unreferenced marking
+ * definitions last, and an id served twice sent once, with the last text.
+ * A version under the limit is one bundle with the version's bundle id, in
+ * dependency order too, where `chunkVersion` keeps the served order and
+ * both copies of a duplicate id. Bundles are planned one at a time as the
+ * caller iterates, so only the current one is in memory. Raises BundleError
+ * when a single object is larger than the limit.
+ */
+export function* planChunks(version: SpooledVersion, maxBytes: number, encoding: ChunkEncoding = BUNDLE_JSON): Generator<ChunkPlan> {
+  const { strings } = version.scan;
+  const authorText = JSON.stringify(authorIdentity());
+  const authorPiece = encoding.piece(authorText);
+  const authorBytes = encoding.bytes(authorPiece);
+  const authorJsonBytes = Buffer.byteLength(authorText);
+  const objectMarkingKey = strings.indexOf("object_marking_refs");
+
+  // Marking definitions by id: the first one's place, the last one's text.
+  const markings = new Map<number, { piece: string; bytes: number; jsonBytes: number }>();
+  const others: number[] = [];
+  for (const item of version.items) {
+    if (version.type(item) === "marking-definition") {
+      const text = version.text(item);
+      const piece = encoding.piece(text);
+      markings.set(version.scan.idOf[item]!, { piece, bytes: encoding.bytes(piece), jsonBytes: Buffer.byteLength(text) });
+    } else {
+      others.push(item);
+    }
+  }
+
+  const lastItem = new Int32Array(strings.length).fill(-1);
+  for (const item of others) {
+    lastItem[version.scan.idOf[item]!] = item;
+  }
+
+  let chunkIndex = 0;
+  let pieces: string[] = [];
+  let chunkMarkings = new Set<number>();
+  const usedMarkings = new Set<number>();
+  let chunkId = version.bundleId;
+  let size = 0;
+  let jsonBytes = 0;
+  let versionObjects = 0;
+
+  // Each piece after the first one in the objects array adds a comma.
+  const startChunk = () => {
+    pieces = [];
+    chunkMarkings = new Set();
+    chunkId = chunkBundleId(version.bundleId, chunkIndex);
+    size = encoding.envelopeBytes(chunkId) + authorBytes;
+    jsonBytes = BUNDLE_JSON.envelopeBytes(chunkId) + authorJsonBytes;
+    versionObjects = 0;
+  };
+  const markingBytes = (ids: number[]) => ids.reduce((sum, id) => sum + markings.get(id)!.bytes + 1, 0);
+  const markingJsonBytes = (ids: number[]) => ids.reduce((sum, id) => sum + markings.get(id)!.jsonBytes + 1, 0);
+  const flush = (): ChunkPlan => {
+    const markingPieces = [...chunkMarkings].map((id) => markings.get(id)!.piece);
+    chunkIndex++;
+    return { bundleId: chunkId, pieces: [authorPiece, ...markingPieces, ...pieces], bytes: size, jsonBytes, versionObjects };
+  };
+
+  startChunk();
+  for (const item of dependencyOrder(version, others, lastItem)) {
+    // Duplicate ids: the last object's text, as chunkVersion's textById.
+    const text = version.text(lastItem[version.scan.idOf[item]!]!);
+    const piece = encoding.piece(text);
+    const pieceBytes = encoding.bytes(piece) + 1;
+    const referenced = version.markingRefs(item, objectMarkingKey).filter((id) => markings.has(id));
+    let markingIds = referenced.filter((id) => !chunkMarkings.has(id));
+    let extra = pieceBytes + markingBytes(markingIds);
+
+    if (size + extra > maxBytes && pieces.length > 0) {
+      yield flush();
+      startChunk();
+      markingIds = referenced;
+      extra = pieceBytes + markingBytes(markingIds);
+    }
+    if (size + extra > maxBytes) {
+      throw new BundleError(
+        version.versionId,
+        `object ${version.id(item)} alone needs ${extra} bytes with the author and its markings, more than the ${maxBytes}-byte push limit: raise CONNECTOR_PUSH_MAX_MB`,
+      );
+    }
+
+    for (const id of markingIds) {
+      chunkMarkings.add(id);
+      if (!usedMarkings.has(id)) {
+        usedMarkings.add(id);
+        versionObjects++;
+      }
+    }
+    pieces.push(piece);
+    size += extra;
+    jsonBytes += (piece === text ? pieceBytes - 1 : Buffer.byteLength(text)) + 1 + markingJsonBytes(markingIds);
+    versionObjects++;
+  }
+
+  // Marking definitions that no object references still belong to the
+  // version, so they go after the objects, within the same size limit.
+  for (const [id, marking] of markings) {
+    if (usedMarkings.has(id)) {
+      continue;
+    }
+    const extra = marking.bytes + 1;
+    if (size + extra > maxBytes && (pieces.length > 0 || chunkMarkings.size > 0)) {
+      yield flush();
+      startChunk();
+    }
+    if (size + extra > maxBytes) {
+      throw new BundleError(
+        version.versionId,
+        `marking definition ${strings[id]} alone needs ${extra} bytes with the author, more than the ${maxBytes}-byte push limit: raise CONNECTOR_PUSH_MAX_MB`,
+      );
+    }
+    chunkMarkings.add(id);
+    usedMarkings.add(id);
+    size += extra;
+    jsonBytes += marking.jsonBytes + 1;
+    versionObjects++;
+  }
+  yield flush();
+}
+
+/**
+ * Cuts a spooled version into bundles whose JSON is at most `maxBytes`, as
+ * {@linkcode planChunks} plans them, and returns each one's JSON text.
+ * Raises BundleError when a single object is larger than the limit.
+ */
+export function* chunkSpooledVersion(version: SpooledVersion, maxBytes: number): Generator<BundleChunk> {
+  for (const plan of planChunks(version, maxBytes, BUNDLE_JSON)) {
+    yield { json: wrap(plan.bundleId, plan.pieces), objects: plan.pieces.length };
+  }
+}
+
+/**
+ * Orders items so that what an item references within `items` comes before
+ * it (depth-first post-order, reference cycles cut), as `dependencyOrder`
+ * in bundle.ts does. `lastItem` maps a string index to the last item with
+ * that id. Returns one item per id.
+ */
+export function dependencyOrder(version: SpooledVersion, items: readonly number[], lastItem: Int32Array): Int32Array {
+  const idOf = version.scan.idOf;
+  const state = new Uint8Array(lastItem.length);
+  const ordered = new Int32Array(items.length);
+  let count = 0;
+
+  // An explicit stack: reference chains in large versions can be deep.
+  const stackItems: number[] = [];
+  const stackRefs: number[][] = [];
+  const stackNext: number[] = [];
+  for (const root of items) {
+    if (state[idOf[root]!] !== 0) {
+      continue;
+    }
+    state[idOf[root]!] = 1;
+    stackItems.push(root);
+    stackRefs.push(version.refs(root));
+    stackNext.push(0);
+    while (stackItems.length > 0) {
+      const top = stackItems.length - 1;
+      const refs = stackRefs[top]!;
+      if (stackNext[top]! < refs.length) {
+        const ref = refs[stackNext[top]!++]!;
+        const target = lastItem[ref]!;
+        if (target >= 0 && state[ref] === 0) {
+          state[ref] = 1;
+          stackItems.push(target);
+          stackRefs.push(version.refs(target));
+          stackNext.push(0);
+        }
+        continue;
+      }
+      ordered[count++] = stackItems.pop()!;
+      stackRefs.pop();
+      stackNext.pop();
+    }
+  }
+  return ordered.subarray(0, count);
+}
+
+function lastTopRef(scan: ScannedBundle, item: number, key: number): number {
+  const { records } = scan;
+  let value = MISSING;
+  let p = scan.recordStart[item]!;
+  const end = scan.recordEnd[item]!;
+  while (p < end) {
+    const type = records[p]!;
+    if (type === Rec.topRef) {
+      if (records[p + 1] === key) {
+        value = records[p + 2]!;
+      }
+      p += 3;
+    } else if (type === Rec.topRefs) {
+      p += 3 + records[p + 2]!;
+    } else {
+      p += 2;
+    }
+  }
+  return value;
+}
+
+// Returns what `typeof` gives for a parsed JSON value of this kind.
+function typeofName(kind: number): string {
+  if (kind === JsonKind.string) {
+    return "string";
+  }
+  if (kind === JsonKind.number) {
+    return "number";
+  }
+  if (kind === JsonKind.true || kind === JsonKind.false) {
+    return "boolean";
+  }
+  return "object";
+}
+
+/** Returns the id of a version's bundle number `index`, the same as chunkVersion's. */
+export function chunkBundleId(bundleId: string, index: number): string {
+  return index === 0 ? bundleId : "bundle--" + uuid5(OPENCTI_NAMESPACE, `${bundleId}/${index}`);
+}
+
+/** Returns the JSON text of a bundle with these object texts, as chunkVersion writes it. */
+export function wrap(bundleId: string, parts: string[]): string {
+  return `{"type":"bundle","id":${JSON.stringify(bundleId)},"spec_version":"2.1","objects":[${parts.join(",")}]}`;
+}
+
+/** The parts of a `stixBundlePush` request besides the bundle. */
+export interface PushRequestFields {
+  /** GraphQL document of the mutation, with `$connectorId`, `$bundle` and `$workId`. */
+  query: string;
+  connectorId: string;
+  workId: string;
+}
+
+/**
+ * Returns the encoding of `stixBundlePush` requests: the GraphQL JSON body
+ * `{"query", "variables": {"connectorId", "bundle", "workId"}}` with the
+ * bundle as an escaped JSON string, measured exactly in bytes, so that
+ * {@linkcode planChunks} bounds the whole request body.
+ */
+export function pushRequestEncoding(fields: PushRequestFields): ChunkEncoding {
+  const outside = Buffer.byteLength(requestPrefix(fields)) + Buffer.byteLength(requestSuffix(fields));
+  return {
+    piece: escapeJson,
+    bytes: (piece) => Buffer.byteLength(piece),
+    envelopeBytes: (bundleId) => outside + Buffer.byteLength(escapeJson(bundlePrefix(bundleId))) + BUNDLE_SUFFIX.length,
+  };
+}
+
+/**
+ * A reusable buffer for one `stixBundlePush` request body at a time,
+ * written from a plan of {@linkcode pushRequestEncoding}. It grows to the
+ * largest body written and is reused, so sending a version does not leave a
+ * request-sized buffer behind per bundle.
+ */
+export class PushRequestBuffer {
+  #memory = Buffer.alloc(0);
+
+  /** Writes the request body of `plan` and returns a view of it, valid until the next write. */
+  write(plan: ChunkPlan, fields: PushRequestFields): Uint8Array {
+    if (this.#memory.length < plan.bytes) {
+      this.#memory = Buffer.allocUnsafe(plan.bytes);
+    }
+    const memory = this.#memory;
+    let at = memory.write(requestPrefix(fields), 0);
+    at += memory.write(escapeJson(bundlePrefix(plan.bundleId)), at);
+    for (const [index, piece] of plan.pieces.entries()) {
+      if (index > 0) {
+        memory[at++] = 0x2c;
+      }
+      at += memory.write(piece, at);
+    }
+    at += memory.write(BUNDLE_SUFFIX, at);
+    at += memory.write(requestSuffix(fields), at);
+    if (at !== plan.bytes) {
+      throw new Error(`stixBundlePush body of bundle ${plan.bundleId} is ${at} bytes, but ${plan.bytes} were planned`);
+    }
+    return memory.subarray(0, at);
+  }
+}
+
+const BUNDLE_SUFFIX = "]}";
+
+function requestPrefix(fields: PushRequestFields): string {
+  return `{"query":${JSON.stringify(fields.query)},"variables":{"connectorId":${JSON.stringify(fields.connectorId)},"bundle":"`;
+}
+
+function requestSuffix(fields: PushRequestFields): string {
+  return `","workId":${JSON.stringify(fields.workId)}}}`;
+}
+
+function bundlePrefix(bundleId: string): string {
+  return `{"type":"bundle","id":${JSON.stringify(bundleId)},"spec_version":"2.1","objects":[`;
+}
+
+// The content of JSON.stringify(text) between its quotes.
+function escapeJson(text: string): string {
+  return JSON.stringify(text).slice(1, -1);
+}

@@ -1,0 +1,317 @@
+import { describe, expect, test } from "bun:test";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { gunzipSync } from "node:zlib";
+import { referencedIds } from "../lib/bundle.ts";
+import { BundleScanner, FLAG_WHITESPACE, JsonKind, JsonScanError, type ScannedBundle } from "../lib/scan.ts";
+import { prepareSpooledVersion } from "../lib/spooled.ts";
+import type { StixObject } from "../lib/stix.ts";
+
+const FIXTURES = join(import.meta.dir, "fixtures");
+const RELEASES = ["17.0", "17.1", "18.0", "18.1"];
+
+function fixtureBytes(release: string): Buffer {
+  return gunzipSync(readFileSync(join(FIXTURES, `ics-attack-${release}.json.gz`)));
+}
+
+function scan(bytes: Uint8Array, chunkSize = bytes.length): ScannedBundle {
+  const scanner = new BundleScanner();
+  for (let start = 0; start < bytes.length; start += Math.max(1, chunkSize)) {
+    scanner.write(bytes.subarray(start, Math.min(start + Math.max(1, chunkSize), bytes.length)));
+  }
+  return scanner.end();
+}
+
+function scanText(text: string, chunkSize?: number): ScannedBundle {
+  return scan(Buffer.from(text, "utf8"), chunkSize);
+}
+
+function scanError(text: string): JsonScanError {
+  try {
+    scanText(text);
+  } catch (error) {
+    if (error instanceof JsonScanError) {
+      return error;
+    }
+    throw error;
+  }
+  throw new Error(`scanning ${JSON.stringify(text)} did not fail`);
+}
+
+function itemText(bytes: Buffer, result: ScannedBundle, item: number): string {
+  return bytes.toString("utf8", result.start[item], result.end[item]);
+}
+
+/** Copies the index into plain arrays, to compare two scans of the same bytes. */
+function snapshot(result: ScannedBundle): unknown {
+  return {
+    ...result,
+    strings: [...result.strings],
+    start: [...result.start],
+    end: [...result.end],
+    kind: [...result.kind],
+    typeOf: [...result.typeOf],
+    idOf: [...result.idOf],
+    recordStart: [...result.recordStart],
+    recordEnd: [...result.recordEnd],
+    flags: [...result.flags],
+    records: [...result.records],
+  };
+}
+
+// Objects whose strings, keys and nesting are hard to tokenize.
+const TRICKY_OBJECTS: StixObject[] = [
+  {
+    type: "malware",
+    id: "malware--00000000-0000-4000-8000-000000000001",
+    name: 'brackets ]}{[ and "quotes" and \\ backslash, commas, colons: ',
+    description: "é ü 中文 \u2028 \u0000 \t\n emoji 😀 lone \ud800 surrogate",
+    labels: [[[]], [[["deep"]]], {}],
+    created_by_ref: "identity--00000000-0000-4000-8000-00000000000a",
+    x_values: [0, -0, 1.5e-7, -12.25E+3, 1e400, true, false, null],
+  },
+  {
+    type: "relationship",
+    id: "relationship--00000000-0000-4000-8000-000000000002",
+    source_ref: "malware--00000000-0000-4000-8000-000000000001",
+    target_ref: "malware--00000000-0000-4000-8000-000000000003",
+    object_marking_refs: ["marking-definition--00000000-0000-4000-8000-00000000000b", 7, null, { id: "x" }],
+    granular_markings: [{ marking_ref: "marking-definition--00000000-0000-4000-8000-00000000000c", selectors: ["name"] }],
+    extensions: {
+      "extension-definition--ea279b3e-5c71-4632-ac08-831c66a786ba": { id: "internal-id-2", nested_ref: "malware--00000000-0000-4000-8000-000000000003" },
+    },
+    x_opencti_id: "internal-id-x",
+    odd_ref: { inner_refs: ["malware--00000000-0000-4000-8000-000000000003"] },
+    odd_refs: { inner_ref: "malware--00000000-0000-4000-8000-000000000001" },
+    null_refs: null,
+    number_ref: 5,
+  },
+];
+
+describe("BundleScanner on the fixtures", () => {
+  for (const release of RELEASES) {
+    test(`ics-attack-${release} item ranges parse as served`, () => {
+      const bytes = fixtureBytes(release);
+      const served = JSON.parse(bytes.toString("utf8")) as { id: string; objects: StixObject[] };
+
+      const result = scan(bytes, 65_536);
+
+      expect(result.count).toBe(served.objects.length);
+      expect(result.type).toBe("bundle");
+      expect(result.id).toBe(served.id);
+      expect(result.bytes).toBe(bytes.length);
+      for (let item = 0; item < result.count; item++) {
+        expect(JSON.parse(itemText(bytes, result, item))).toEqual(served.objects[item]!);
+      }
+    });
+  }
+
+  test("ics-attack-17.0 ids and types match", () => {
+    const bytes = fixtureBytes("17.0");
+    const served = JSON.parse(bytes.toString("utf8")) as { objects: StixObject[] };
+
+    const result = scan(bytes);
+
+    const ids = [...result.idOf].map((index) => result.strings[index]);
+    const types = [...result.typeOf].map((index) => result.strings[index]);
+    expect(ids).toEqual(served.objects.map((object) => object.id));
+    expect(types).toEqual(served.objects.map((object) => object.type));
+  });
+
+  test("ics-attack-17.0 refs follow referencedIds", () => {
+    const bytes = fixtureBytes("17.0");
+    const served = JSON.parse(bytes.toString("utf8")) as { objects: StixObject[] };
+    const result = scan(bytes);
+    const version = prepareSpooledVersion(result, { text: (start, end) => bytes.toString("utf8", start, end) }, "v");
+
+    for (let item = 0; item < result.count; item++) {
+      const refs = version.refs(item).map((index) => result.strings[index]);
+      expect(refs).toEqual(referencedIds(served.objects[item]!));
+    }
+  });
+
+  test("ics-attack-17.0 one byte at a time", () => {
+    const bytes = fixtureBytes("17.0");
+
+    expect(snapshot(scan(bytes, 1))).toEqual(snapshot(scan(bytes)));
+  });
+
+  test("pretty-printed items are flagged", () => {
+    const bytes = fixtureBytes("18.1");
+
+    const result = scan(bytes);
+
+    expect([...result.flags].every((flags) => (flags & FLAG_WHITESPACE) !== 0)).toBe(true);
+  });
+});
+
+describe("BundleScanner on tricky JSON", () => {
+  const document = JSON.stringify({ type: "bundle", id: "bundle--00000000-0000-4000-8000-0000000000ff", objects: TRICKY_OBJECTS });
+  const bytes = Buffer.from(document, "utf8");
+
+  test("item ranges parse as served", () => {
+    const result = scan(bytes);
+
+    expect(result.count).toBe(TRICKY_OBJECTS.length);
+    for (let item = 0; item < result.count; item++) {
+      expect(JSON.parse(itemText(bytes, result, item))).toEqual(JSON.parse(JSON.stringify(TRICKY_OBJECTS[item])));
+    }
+  });
+
+  test("every chunk size gives one index", () => {
+    const whole = snapshot(scan(bytes));
+
+    for (const size of [1, 2, 3, 5, 7, 13, 64, 1000]) {
+      expect(snapshot(scan(bytes, size))).toEqual(whole);
+    }
+  });
+
+  test("refs follow referencedIds", () => {
+    const result = scan(bytes);
+    const version = prepareSpooledVersion(result, { text: (start, end) => bytes.toString("utf8", start, end) }, "v");
+
+    for (let item = 0; item < result.count; item++) {
+      const refs = version.refs(item).map((index) => result.strings[index]);
+      expect(refs).toEqual(referencedIds(JSON.parse(JSON.stringify(TRICKY_OBJECTS[item]))));
+    }
+  });
+
+  test("escaped key names are decoded", () => {
+    const text = '{"type":"bundle","objects":[{"t\\u0079pe":"report","\\u0069d":"report--1","object\\u005frefs":["a--1"],"sub":{"x_r\\u0065f":"b--2"}}]}';
+
+    const result = scanText(text);
+
+    expect(result.strings[result.typeOf[0]!]).toBe("report");
+    expect(result.strings[result.idOf[0]!]).toBe("report--1");
+    expect(result.strings).toContain("object_refs");
+    expect(result.strings).toContain("a--1");
+    expect(result.strings).toContain("b--2");
+  });
+
+  test("escaped values are decoded", () => {
+    const text = '{"type":"bundle","objects":[{"type":"x","id":"x--\\u00e9\\ud83d\\ude00\\"\\\\\\/\\b\\f\\n\\r\\t"}]}';
+
+    const result = scanText(text);
+
+    expect(result.strings[result.idOf[0]!]).toBe('x--é😀"\\/\b\f\n\r\t');
+  });
+
+  test("byte order mark is skipped", () => {
+    const result = scan(Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from('{"type":"bundle","objects":[]}')]));
+
+    expect(result.type).toBe("bundle");
+    expect(result.count).toBe(0);
+  });
+
+  test("last objects member wins", () => {
+    const result = scanText('{"type":"bundle","objects":[{"type":"a","id":"a--1"}],"objects":[{"type":"b","id":"b--2"}],"id":"bundle--1","id":"bundle--2"}');
+
+    expect(result.count).toBe(1);
+    expect(result.strings[result.idOf[0]!]).toBe("b--2");
+    expect(result.id).toBe("bundle--2");
+  });
+
+  test("kinds of values are recorded", () => {
+    const result = scanText('{"type":["bundle"],"objects":[1,"s",[],{},null,true,false]}');
+
+    expect(result.typeKind).toBe(JsonKind.array);
+    expect(result.type).toBeUndefined();
+    expect([...result.kind]).toEqual([JsonKind.number, JsonKind.string, JsonKind.array, JsonKind.object, JsonKind.null, JsonKind.true, JsonKind.false]);
+  });
+
+  test("item ranges of scalars", () => {
+    const text = '{"objects":[ 12.5e3 , "a]b" ,true]}';
+
+    const result = scanText(text);
+
+    const items = [0, 1, 2].map((item) => text.slice(result.start[item], result.end[item]));
+    expect(items).toEqual(["12.5e3", '"a]b"', "true"]);
+  });
+
+  test("top-level scalars are accepted", () => {
+    for (const text of ["0", " -1.5 ", '"x"', "null", "[]", "true"]) {
+      expect(scanText(text).topKind).not.toBe(-1);
+    }
+  });
+});
+
+describe("BundleScanner syntax errors", () => {
+  const invalid = [
+    "",
+    " ",
+    "<!doctype html><html></html>",
+    '{"a":1,}',
+    '{"a":1 "b":2}',
+    "[1,]",
+    "[1 2]",
+    '{"a" 1}',
+    "{a:1}",
+    "{'a':1}",
+    '{"a":01}',
+    '{"a":1.}',
+    '{"a":.5}',
+    '{"a":-}',
+    '{"a":1e}',
+    '{"a":+1}',
+    '{"a":tru}',
+    '{"a":nul}',
+    '{"a":"\\x"}',
+    '{"a":"\\u12G4"}',
+    '{"a":"tab\there"}',
+    '{"a":"line\nbreak"}',
+    '{"a":1}}',
+    '{"a":1} x',
+    "[}",
+    '{"a":[1}',
+    "\ufeff\ufeff{}",
+    '{"a":NaN}',
+    '{"a":Infinity}',
+  ];
+
+  test.each(invalid)("JSON.parse agrees on %j", (text) => {
+    expect(() => JSON.parse(text)).toThrow();
+  });
+
+  test.each(invalid)("rejects %j", (text) => {
+    expect(scanError(text)).toBeInstanceOf(JsonScanError);
+  });
+
+  test("error names the byte offset", () => {
+    const error = scanError('{"a":1,}');
+
+    expect(error.offset).toBe(7);
+    expect(error.truncated).toBe(false);
+    expect(error.message).toContain("byte 7");
+  });
+
+  test("html body fails at the first byte", () => {
+    const scanner = new BundleScanner();
+
+    expect(() => scanner.write(Buffer.from("<html>"))).toThrow(JsonScanError);
+  });
+
+  test("every proper prefix is truncated", () => {
+    const text = JSON.stringify({ type: "bundle", objects: TRICKY_OBJECTS });
+    const bytes = Buffer.from(text, "utf8");
+
+    for (let length = 0; length < bytes.length; length++) {
+      const scanner = new BundleScanner();
+      scanner.write(bytes.subarray(0, length));
+      let error: unknown;
+      try {
+        scanner.end();
+      } catch (caught) {
+        error = caught;
+      }
+      expect(error).toBeInstanceOf(JsonScanError);
+      expect((error as JsonScanError).truncated).toBe(true);
+    }
+  });
+
+  test("failed scanner stays failed", () => {
+    const scanner = new BundleScanner();
+    expect(() => scanner.write(Buffer.from("{]"))).toThrow(JsonScanError);
+
+    expect(() => scanner.write(Buffer.from("{}"))).toThrow(JsonScanError);
+  });
+});

@@ -1,0 +1,341 @@
+import { describe, expect, test } from "bun:test";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { gunzipSync } from "node:zlib";
+import { AUTHOR_ID, chunkVersion, prepareVersion } from "../lib/bundle.ts";
+import { BundleError } from "../lib/errors.ts";
+import { BundleScanner } from "../lib/scan.ts";
+import { OPENCTI_EXTENSION_ID, splitBundle } from "../lib/splitter.ts";
+import {
+  PushRequestBuffer,
+  SOURCE_ITEM,
+  type SpooledVersion,
+  chunkSpooledVersion,
+  planChunks,
+  prepareSpooledVersion,
+  pushRequestEncoding,
+} from "../lib/spooled.ts";
+import type { StixObject } from "../lib/stix.ts";
+
+const VERSION = "20250105-1";
+const FIXTURES = join(import.meta.dir, "fixtures");
+const RELEASES = ["17.0", "17.1", "18.0", "18.1"];
+const SPLIT_BUNDLE_ID = "bundle--00000000-0000-4000-8000-000000000000";
+const PUSH_FIELDS = {
+  query: "mutation ConnectorBundlePush($connectorId: String!, $bundle: String!, $workId: String) { stixBundlePush(connectorId: $connectorId, bundle: $bundle, work_id: $workId) }",
+  connectorId: "0b4f5a2c-7d1e-4c3b-9a8f-1e2d3c4b5a69",
+  workId: "work--é\"quoted\"",
+};
+
+function uuid(n: number): string {
+  return `00000000-0000-4000-8000-${n.toString(16).padStart(12, "0")}`;
+}
+
+function fixtureText(release: string): string {
+  return gunzipSync(readFileSync(join(FIXTURES, `ics-attack-${release}.json.gz`))).toString("utf8");
+}
+
+/** Scans `text` and prepares it, reading items back from the same bytes. */
+function spooled(text: string): SpooledVersion {
+  const bytes = Buffer.from(text, "utf8");
+  const scanner = new BundleScanner();
+  scanner.write(bytes);
+  return prepareSpooledVersion(scanner.end(), { text: (start, end) => bytes.toString("utf8", start, end) }, VERSION);
+}
+
+function bundleErrorOf(action: () => unknown): BundleError {
+  try {
+    action();
+  } catch (error) {
+    if (error instanceof BundleError) {
+      return error;
+    }
+    throw error;
+  }
+  throw new Error("expected a BundleError, but nothing was raised");
+}
+
+/** Returns the bundle ids and the sorted object ids of each bundle. */
+function bundleContents(chunks: { json: string }[]): { ids: string[]; objects: string[][] } {
+  const bundles = chunks.map((chunk) => JSON.parse(chunk.json) as { id: string; objects: StixObject[] });
+  return {
+    ids: bundles.map((bundle) => bundle.id),
+    objects: bundles.map((bundle) => bundle.objects.map((object) => object.id).sort()),
+  };
+}
+
+/** Returns the splitter's messages on whole objects and on the spooled version's light objects. */
+function splitBoth(text: string): { whole: string[]; light: string[]; dropped: [number, number] } {
+  const prepared = prepareVersion(JSON.parse(text), VERSION);
+  const whole = splitBundle({ id: SPLIT_BUNDLE_ID, objects: prepared.objects });
+  const version = spooled(text);
+  const light = splitBundle({ id: SPLIT_BUNDLE_ID, objects: version.splitInput() });
+  return {
+    whole: whole.bundles.map(({ bundle }) => JSON.stringify(bundle)),
+    light: light.bundles.map(({ bundle }) => JSON.stringify({ ...bundle, objects: [version.renderSplit(bundle.objects[0])] })),
+    dropped: [whole.incompatible.length, light.incompatible.length],
+  };
+}
+
+// A graph with the cases the splitter treats specially.
+const TRICKY_GRAPH = {
+  type: "bundle",
+  id: "bundle--00000000-0000-4000-8000-0000000000ff",
+  objects: [
+    { type: "marking-definition", id: `marking-definition--${uuid(1)}`, definition_type: "statement", definition: { statement: "x" } },
+    { type: "malware", id: `malware--${uuid(2)}`, name: "a", object_marking_refs: [`marking-definition--${uuid(1)}`], created_by_ref: null },
+    { type: "malware", id: `malware--${uuid(3)}`, name: "b", created_by_ref: 5, x_opencti_id: "internal-3" },
+    {
+      type: "tool",
+      id: `tool--${uuid(4)}`,
+      name: "c",
+      extensions: { [OPENCTI_EXTENSION_ID]: { id: "internal-4" } },
+      external_references: [{ source_name: "s", url: "https://example.com/1" }, { source_name: "t", url: "https://example.com/1" }, { description: "no id" }],
+      kill_chain_phases: [{ kill_chain_name: "k", phase_name: "p" }, { kill_chain_name: "k", phase_name: "p" }],
+    },
+    // A cycle of three, refs to internal ids, to itself, to a missing and an unsupported object.
+    { type: "report", id: `report--${uuid(5)}`, object_refs: [`report--${uuid(6)}`, "internal-3", `report--${uuid(5)}`, `x-unknown--${uuid(9)}`, `malware--${uuid(99)}`, 12, null, `report--${uuid(6)}`] },
+    { type: "report", id: `report--${uuid(6)}`, object_refs: [`report--${uuid(7)}`, "internal-4"] },
+    { type: "report", id: `report--${uuid(7)}`, object_refs: [`report--${uuid(5)}`], odd_refs: "not a list", null_refs: null, thing_ref: { nested_ref: "x" } },
+    { type: "relationship", id: `relationship--${uuid(8)}`, relationship_type: "uses", source_ref: `malware--${uuid(2)}`, target_ref: `x-unknown--${uuid(9)}` },
+    { type: "relationship", id: `relationship--${uuid(10)}`, relationship_type: "uses", source_ref: `malware--${uuid(2)}`, target_ref: `tool--${uuid(4)}` },
+    { type: "sighting", id: `sighting--${uuid(11)}`, sighting_of_ref: `malware--${uuid(3)}`, where_sighted_refs: [] },
+    { type: "x-unknown", id: `x-unknown--${uuid(9)}`, name: "unsupported" },
+    // The same id twice: the last one wins.
+    { type: "malware", id: `malware--${uuid(12)}`, name: "first" },
+    { type: "malware", id: `malware--${uuid(12)}`, name: "second", object_marking_refs: [`marking-definition--${uuid(1)}`] },
+    { type: "identity", id: AUTHOR_ID, name: "served author, dropped" },
+    { type: "ipv4-addr", id: `ipv4-addr--${uuid(13)}`, value: "192.0.2.1" },
+  ],
+};
+
+describe("prepareSpooledVersion", () => {
+  const invalid: [string, unknown][] = [
+    ["null", null],
+    ["a number", 42],
+    ["a string", "bundle"],
+    ["an array", []],
+    ["a boolean", true],
+    ["a missing type", { objects: [] }],
+    ["a wrong type", { type: "report", objects: [] }],
+    ["an object type", { type: { a: [1] }, objects: [] }],
+    ["a number type", { type: 1.5, objects: [] }],
+    ["missing objects", { type: "bundle" }],
+    ["non-array objects", { type: "bundle", objects: {} }],
+    ["a null object", { type: "bundle", objects: [null] }],
+    ["an array object", { type: "bundle", objects: [[]] }],
+    ["an object without type", { type: "bundle", objects: [{ id: `indicator--${uuid(1)}` }] }],
+    ["an object with empty type", { type: "bundle", objects: [{ type: "", id: `--${uuid(1)}` }] }],
+    ["an object with number type", { type: "bundle", objects: [{ type: 3, id: `--${uuid(1)}` }] }],
+    ["an object without id", { type: "bundle", objects: [{ type: "indicator" }] }],
+    ["an object with array id", { type: "bundle", objects: [{ type: "indicator", id: ["indicator--1"] }] }],
+    ["an id of another type", { type: "bundle", objects: [{ type: "indicator", id: `malware--${uuid(1)}` }] }],
+    ["a bad second object", { type: "bundle", objects: [{ type: "indicator", id: `indicator--${uuid(1)}` }, { id: "x" }] }],
+  ];
+
+  test.each(invalid)("rejects %s as prepareVersion", (_name, json) => {
+    const expected = bundleErrorOf(() => prepareVersion(json, VERSION));
+
+    const error = bundleErrorOf(() => spooled(JSON.stringify(json)));
+
+    expect(error.message).toBe(expected.message);
+    expect(error.versionId).toBe(VERSION);
+    expect(error.retryable).toBe(false);
+  });
+
+  test("tricky graph objects equal prepareVersion's", () => {
+    const text = JSON.stringify(TRICKY_GRAPH);
+    const expected = prepareVersion(JSON.parse(text), VERSION);
+
+    const version = spooled(text);
+
+    expect(version.objectCount).toBe(expected.objects.length);
+    expect([...version.items].map((item) => version.object(item))).toEqual(expected.objects.slice(1));
+    expect(version.bundleId).toBe(TRICKY_GRAPH.id);
+  });
+
+  for (const release of RELEASES) {
+    test(`ics-attack-${release} objects equal prepareVersion's`, () => {
+      const text = fixtureText(release);
+      const expected = prepareVersion(JSON.parse(text), VERSION);
+
+      const version = spooled(text);
+
+      expect([...version.items].map((item) => version.object(item))).toEqual(expected.objects.slice(1));
+    });
+  }
+
+  test("texts parse as the objects", () => {
+    const version = spooled(JSON.stringify(TRICKY_GRAPH));
+
+    for (const item of version.items) {
+      expect(JSON.parse(version.text(item))).toEqual(version.object(item));
+    }
+  });
+
+  test("minified text without author is served bytes", () => {
+    const text = '{"type":"bundle","objects":[{"type":"malware","id":"malware--1","created_by_ref":"identity--2","name":"\\u00e9"}]}';
+
+    const version = spooled(text);
+
+    expect(version.text(0)).toBe('{"type":"malware","id":"malware--1","created_by_ref":"identity--2","name":"\\u00e9"}');
+  });
+
+  test("pretty text is minified", () => {
+    const text = JSON.stringify({ type: "bundle", objects: [{ type: "malware", id: "malware--1", created_by_ref: "identity--2" }] }, null, 2);
+
+    const version = spooled(text);
+
+    expect(version.text(0)).toBe('{"type":"malware","id":"malware--1","created_by_ref":"identity--2"}');
+  });
+
+  test("missing bundle id becomes random", () => {
+    const version = spooled('{"type":"bundle","objects":[]}');
+
+    expect(version.bundleId).toMatch(/^bundle--[0-9a-f-]{36}$/);
+  });
+});
+
+describe("chunkSpooledVersion", () => {
+  for (const release of RELEASES) {
+    for (const maxBytes of [10_000_000, 400_000, 250_000]) {
+      test(`ics-attack-${release} at ${maxBytes} bytes as chunkVersion`, () => {
+        const text = fixtureText(release);
+        const prepared = prepareVersion(JSON.parse(text), VERSION);
+        const expected = bundleContents(chunkVersion(VERSION, prepared.bundleId, prepared.objects, maxBytes));
+
+        const chunks = [...chunkSpooledVersion(spooled(text), maxBytes)];
+
+        expect(bundleContents(chunks)).toEqual(expected);
+        expect(Math.max(...chunks.map((chunk) => Buffer.byteLength(chunk.json)))).toBeLessThanOrEqual(maxBytes);
+      });
+    }
+  }
+
+  test("tricky graph cut as chunkVersion", () => {
+    const text = JSON.stringify(TRICKY_GRAPH);
+    const prepared = prepareVersion(JSON.parse(text), VERSION);
+
+    for (const maxBytes of [2_000, 1_500, 1_200]) {
+      const expected = bundleContents(chunkVersion(VERSION, prepared.bundleId, prepared.objects, maxBytes));
+      expect(expected.ids.length).toBeGreaterThan(1);
+      expect(bundleContents([...chunkSpooledVersion(spooled(text), maxBytes)])).toEqual(expected);
+    }
+  });
+
+  test("duplicate id is sent once, last text", () => {
+    const chunks = [...chunkSpooledVersion(spooled(JSON.stringify(TRICKY_GRAPH)), 100_000)];
+
+    const objects = chunks.flatMap((chunk) => (JSON.parse(chunk.json) as { objects: StixObject[] }).objects);
+    const duplicates = objects.filter((object) => object.id === `malware--${uuid(12)}`);
+    expect(chunks.length).toBe(1);
+    expect(duplicates.map((object) => object.name)).toEqual(["second"]);
+  });
+
+  test("bundle of exactly the limit is one", () => {
+    const version = spooled(fixtureText("17.0"));
+    const single = [...chunkSpooledVersion(version, 10_000_000)][0]!;
+    const exact = Buffer.byteLength(single.json);
+
+    expect([...chunkSpooledVersion(version, exact)].length).toBe(1);
+    expect([...chunkSpooledVersion(version, exact - 1)].length).toBe(2);
+  });
+
+  test("object over the limit raises", () => {
+    const version = spooled(fixtureText("17.0"));
+
+    const error = bundleErrorOf(() => [...chunkSpooledVersion(version, 100_000)]);
+
+    expect(error.message).toContain("x-mitre-collection--");
+    expect(error.message).toContain("raise CONNECTOR_PUSH_MAX_MB");
+  });
+
+  test("plans count each object once", () => {
+    const text = fixtureText("18.0");
+    const version = spooled(text);
+
+    const plans = [...planChunks(version, 300_000)];
+
+    const counted = plans.reduce((sum, plan) => sum + plan.versionObjects, 0);
+    expect(counted).toBe(version.objectCount - 1);
+  });
+
+  test("plan json bytes are the bundle size", () => {
+    const version = spooled(fixtureText("18.0"));
+
+    for (const plan of planChunks(version, 300_000, pushRequestEncoding(PUSH_FIELDS))) {
+      const bundle = JSON.parse(JSON.parse(Buffer.from(new PushRequestBuffer().write(plan, PUSH_FIELDS)).toString("utf8")).variables.bundle);
+      expect(plan.jsonBytes).toBe(Buffer.byteLength(JSON.stringify(bundle)));
+    }
+  });
+});
+
+describe("pushRequestEncoding", () => {
+  const version = spooled(fixtureText("17.1"));
+  const maxBytes = 300_000;
+  const plans = [...planChunks(version, maxBytes, pushRequestEncoding(PUSH_FIELDS))];
+  const buffer = new PushRequestBuffer();
+  const bodies = plans.map((plan) => Buffer.from(buffer.write(plan, PUSH_FIELDS)));
+
+  test("bodies are their planned size", () => {
+    expect(bodies.map((body) => body.length)).toEqual(plans.map((plan) => plan.bytes));
+  });
+
+  test("bodies stay under the limit", () => {
+    expect(Math.max(...bodies.map((body) => body.length))).toBeLessThanOrEqual(maxBytes);
+  });
+
+  test("bodies carry the request fields", () => {
+    for (const body of bodies) {
+      const request = JSON.parse(body.toString("utf8"));
+      expect(request.query).toBe(PUSH_FIELDS.query);
+      expect(request.variables.connectorId).toBe(PUSH_FIELDS.connectorId);
+      expect(request.variables.workId).toBe(PUSH_FIELDS.workId);
+    }
+  });
+
+  test("bundles carry every object", () => {
+    const served = JSON.parse(fixtureText("17.1")).objects as StixObject[];
+
+    const received = new Set(bodies.flatMap((body) => JSON.parse(JSON.parse(body.toString("utf8")).variables.bundle).objects.map((object: StixObject) => object.id)));
+
+    expect(served.filter((object) => !received.has(object.id))).toEqual([]);
+    expect(received.has(AUTHOR_ID)).toBe(true);
+  });
+});
+
+describe("splitInput", () => {
+  for (const release of RELEASES) {
+    test(`ics-attack-${release} split as whole objects`, () => {
+      const { whole, light, dropped } = splitBoth(fixtureText(release));
+
+      expect(light.length).toBe(whole.length);
+      expect(light).toEqual(whole);
+      expect(dropped[1]).toBe(dropped[0]);
+    });
+  }
+
+  test("tricky graph split as whole objects", () => {
+    const { whole, light, dropped } = splitBoth(JSON.stringify(TRICKY_GRAPH));
+
+    expect(light).toEqual(whole);
+    expect(dropped[1]).toBe(dropped[0]);
+  });
+
+  test("light objects carry their item", () => {
+    const version = spooled(JSON.stringify(TRICKY_GRAPH));
+
+    const input = version.splitInput();
+
+    expect((input[0] as unknown as Record<symbol, unknown>)[SOURCE_ITEM]).toBeUndefined();
+    expect(input.slice(1).map((object) => (object as unknown as Record<symbol, unknown>)[SOURCE_ITEM])).toEqual([...version.items]);
+  });
+
+  test("light objects hold no text", () => {
+    const version = spooled(JSON.stringify(TRICKY_GRAPH));
+
+    const light = version.splitInput().find((object) => object.id === `tool--${uuid(4)}`)!;
+
+    expect(Object.keys(light)).toEqual(["type", "id", "extensions", "created_by_ref"]);
+  });
+});
