@@ -10,7 +10,7 @@ import { ConnectorMetrics, MetricsPortError, type MetricsServer, serveMetrics } 
 import { type ConnectorInfo, OpenCTIClient, type Registration, platformAtLeast } from "./opencti.ts";
 import { Pinger } from "./ping.ts";
 import { configureProgress, trackDownloads } from "./progress.ts";
-import { type RunOutcome, type UnclosedWorks, closeUnclosedWorks, isoSeconds, runImport } from "./run.ts";
+import { type RunOutcome, type UnclosedWorks, closeAbandonedWorks, closeUnclosedWorks, isoSeconds, runImport } from "./run.ts";
 import { Scheduler } from "./schedule.ts";
 import { type BundleSender, createApiSender } from "./sender.ts";
 import { StateFile, parseState } from "./state.ts";
@@ -132,7 +132,7 @@ export async function runConnector(config: Config, logger: Logger, options: { on
     }
     logger.info("Connected to OpenCTI", { platform_version: platformVersion, url: config.opencti.url });
 
-    await warnIfConnectorIdInUse({ opencti, connectorId: config.connector.id, file, logger });
+    const idInUse = await warnIfConnectorIdInUse({ opencti, connectorId: config.connector.id, file, logger });
     const registration = await opencti.registerConnector({
       id: config.connector.id,
       name: config.connector.name,
@@ -142,6 +142,10 @@ export async function runConnector(config: Config, logger: Logger, options: { on
     logger.info("Connector registered with ID", { id: registration.id });
 
     const sync = new StateSync(file, logger, adoptInitialState(file, registration, logger));
+    if (!idInUse) {
+      // Works of another live process with this id would look the same.
+      await closeAbandonedWorks(opencti, config.connector.id, logger);
+    }
     const schedulerRef: { current?: Scheduler } = {};
     const info = (): ConnectorInfo => ({
       run_and_terminate: once,

@@ -302,6 +302,31 @@ export class OpenCTIClient {
     );
   }
 
+  /**
+   * Returns the connector's works in the `wait` or `progress` status, with
+   * their `processed_time`, which `toProcessed` sets.
+   */
+  async openWorks(connectorId: string): Promise<{ id: string; name: string | null; processedTime: string | null }[]> {
+    const data = await this.request<{
+      connector: {
+        waiting: { id: string; name: string | null; processed_time: string | null }[] | null;
+        running: { id: string; name: string | null; processed_time: string | null }[] | null;
+      } | null;
+    }>(
+      "connector",
+      `query ConnectorOpenWorks($id: String!) {
+        connector(id: $id) {
+          id
+          waiting: works(status: "wait") { id name processed_time }
+          running: works(status: "progress") { id name processed_time }
+        }
+      }`,
+      { id: connectorId },
+    );
+    const works = [...(data.connector?.waiting ?? []), ...(data.connector?.running ?? [])];
+    return works.map((work) => ({ id: work.id, name: work.name, processedTime: work.processed_time }));
+  }
+
   /** Returns true when the platform has an identity with this STIX id (`identity(id)`). */
   async identityExists(stixId: string): Promise<boolean> {
     const data = await this.request<{ identity: { id: string } | null }>(

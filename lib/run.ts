@@ -223,6 +223,42 @@ export async function closeUnclosedWorks(opencti: OpenCTIClient, unclosed: Unclo
   }
 }
 
+/**
+ * Closes, in error, the works of this connector that no `toProcessed` ever
+ * reached: runs of an earlier process that was killed or crashed. Works
+ * already processed but still waiting for the platform's workers are left
+ * alone. Call it only while no other process runs with this connector id.
+ * Logs and never rejects.
+ */
+export async function closeAbandonedWorks(opencti: OpenCTIClient, connectorId: string, logger: Logger): Promise<void> {
+  let works: Awaited<ReturnType<OpenCTIClient["openWorks"]>>;
+  try {
+    works = await opencti.openWorks(connectorId);
+  } catch (error) {
+    logger.warn("Cannot list the connector's open works, so works of a stopped process stay open", {
+      connector_id: connectorId,
+      reason: error instanceof Error ? error.message : String(error),
+    });
+    return;
+  }
+
+  for (const work of works.filter((candidate) => candidate.processedTime === null)) {
+    try {
+      await opencti.workToProcessed(
+        work.id,
+        "The connector process stopped during this run (killed or crashed); the next run resumed from the stored state",
+        true,
+      );
+      logger.warn("Closed a work that a stopped connector process left open", { work_id: work.id, work_name: work.name });
+    } catch (error) {
+      logger.warn("Cannot close a work that a stopped connector process left open", {
+        work_id: work.id,
+        reason: error instanceof Error ? error.message : String(error),
+      });
+    }
+  }
+}
+
 function isRetryable(error: unknown): boolean {
   return !(error instanceof OpenCTIError) || error.retryable;
 }

@@ -6,8 +6,9 @@
 import { afterEach, beforeEach, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import type { FakeWork } from "./fakes/opencti.ts";
 import { type ConnectorProcess, runConnectorOnce, startConnector, tempDir } from "./helpers/connector.ts";
-import { type Scenario, hasExited, seedState, smallBundle, startScenario, waitFor } from "./helpers/scenario.ts";
+import { CONNECTOR_ID, type Scenario, hasExited, seedState, smallBundle, startScenario, waitFor } from "./helpers/scenario.ts";
 
 setDefaultTimeout(60_000);
 
@@ -147,6 +148,7 @@ describe("SIGKILL", () => {
     const sent = pingedVersions();
     expect(sent).toEqual([...sent].sort());
     expect(existsSync(`${scenario.statePath}.lock`)).toBe(false);
+    expect(scenario.opencti.openWorks()).toEqual([]);
   });
 
   test("restart after a kill imports from the platform's state", async () => {
@@ -163,6 +165,65 @@ describe("SIGKILL", () => {
     expect(restart.code).toBe(0);
     expect(Object.keys(scenario.citalid.counts.downloads)).toEqual([IDS[2]!, IDS[3]!]);
     expect(restart.logs().some((line) => line.message === "Removing a stale state file lock")).toBe(true);
+    const killedRun = scenario.opencti.works[0]!;
+    expect(killedRun.status).toBe("complete");
+    expect(killedRun.errors[0]?.message).toContain("The connector process stopped during this run");
+    expect(scenario.opencti.works[1]!.errors).toEqual([]);
+  });
+});
+
+describe("works of a stopped process", () => {
+  function openWork(name: string, processedTime: string | null): FakeWork {
+    const now = new Date().toISOString();
+    const work: FakeWork = {
+      id: `work_${CONNECTOR_ID}_${name}`,
+      connectorId: CONNECTOR_ID,
+      name,
+      status: "progress",
+      timestamp: now,
+      receivedTime: now,
+      processedTime,
+      completedTime: null,
+      completedNumber: null,
+      updatedAt: now,
+      messages: [],
+      errors: [],
+      expected: processedTime === null ? 0 : 10,
+      processed: 0,
+      lastProcessed: null,
+      toProcessedCalls: processedTime === null ? 0 : 1,
+      draftContext: null,
+      createdBy: "workAdd",
+    };
+    scenario.opencti.works.push(work);
+    return work;
+  }
+
+  test("unprocessed work is closed in error", async () => {
+    seedState(scenario.opencti, { last_loaded_bundle_id: IDS[3] });
+    // The process that left the works stopped pinging ten minutes ago.
+    scenario.opencti.connectors.get(CONNECTOR_ID)!.updatedAt = new Date(Date.now() - 600_000).toISOString();
+    const abandoned = openWork("abandoned", null);
+    const ingesting = openWork("ingesting", new Date().toISOString());
+
+    const run = await runConnectorOnce(scenario.env());
+
+    expect(run.code).toBe(0);
+    expect(abandoned.status).toBe("complete");
+    expect(abandoned.errors[0]?.message).toContain("The connector process stopped during this run");
+    expect(ingesting.status).toBe("progress");
+    expect(ingesting.errors).toEqual([]);
+    expect(run.logs().filter((line) => line.message === "Closed a work that a stopped connector process left open").length).toBe(1);
+  });
+
+  test("works stay open while another process runs", async () => {
+    seedState(scenario.opencti, { last_loaded_bundle_id: IDS[3] });
+    const running = openWork("running", null);
+
+    const run = await runConnectorOnce(scenario.env());
+
+    expect(run.code).toBe(0);
+    expect(running.status).toBe("progress");
   });
 });
 
