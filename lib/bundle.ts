@@ -15,7 +15,7 @@ const AUTHOR_DESCRIPTION =
 export const AUTHOR_ID =
   "identity--" + uuid5(OPENCTI_NAMESPACE, '{"identity_class":"organization","name":"citalid"}');
 
-/** The Citalid author identity, identical on every run so that the platform merges it. */
+/** Returns the Citalid author identity, identical on every run so that the platform merges it. */
 export function authorIdentity(): StixObject {
   return {
     type: "identity",

@@ -28,7 +28,7 @@ export interface Timings {
   pingIntervalMs: number;
   /** Time between two queue checks while buffering, in milliseconds. @default 60000 */
   bufferingRecheckMs: number;
-  /** Longest wait between two attempts to reach the platform at start-up, in milliseconds. @default 60000 */
+  /** Maximum wait between two attempts to reach the platform at start-up, in milliseconds. @default 60000 */
   startupMaxDelayMs: number;
   /** Time a shutdown may take before the process exits anyway, in milliseconds. @default 9000 */
   shutdownGraceMs: number;
@@ -388,7 +388,7 @@ class QueueCheck {
   }
 }
 
-/** SIGTERM and SIGINT handling: the first asks for a clean stop, the second exits at once. */
+/** SIGTERM and SIGINT handling: the first requests a clean stop, the second exits at once. */
 class Shutdown {
   readonly #logger: Logger;
   readonly #graceMs: number;

@@ -1,6 +1,6 @@
 /**
  * A failure that ends the current run with a message meant for the operator.
- * `retryable` says whether the next run may succeed without a change of
+ * `retryable` tells whether the next run may succeed without a change of
  * configuration (a server error) or not (bad credentials).
  */
 export class RunError extends Error {

@@ -21,7 +21,7 @@ export interface HttpOptions {
   retryMethods?: string[];
   /** Delay before the first retry in milliseconds; it doubles on each retry. @default 1000 */
   retryDelayMs?: number;
-  /** Longest delay between two retries in milliseconds, `Retry-After` included. @default 30000 */
+  /** Maximum delay between two retries in milliseconds, `Retry-After` included. @default 30000 */
   maxRetryDelayMs?: number;
   /** Time allowed for the response headers of one attempt, in milliseconds. @default 30000 */
   timeoutMs?: number;

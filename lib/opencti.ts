@@ -13,7 +13,7 @@ export interface RabbitMQConnection {
   pass: string;
 }
 
-/** What `registerConnector` returns that the connector uses. */
+/** Parts of the `registerConnector` result that the connector uses. */
 export interface Registration {
   id: string;
   /** The stored connector state, an opaque string (JSON written by connectors). */

@@ -8,7 +8,7 @@ import type { BundleSender } from "./sender.ts";
 import type { StateSync } from "./state-sync.ts";
 import { selectNewVersions } from "./versions.ts";
 
-/** What one version's import produced. */
+/** Figures of one version's import. */
 export interface VersionReport {
   id: string;
   objects: number;
@@ -18,7 +18,7 @@ export interface VersionReport {
   ms: number;
 }
 
-/** How a run ended. */
+/** Result of one run. */
 export interface RunOutcome {
   status: "up-to-date" | "completed" | "failed" | "interrupted" | "reset";
   workId?: string;

@@ -4,7 +4,7 @@ import type { OpenCTIClient } from "./opencti.ts";
 import { createProgress } from "./progress.ts";
 import type { StixObject } from "./stix.ts";
 
-/** What one version's send produced, for logs, work messages and metrics. */
+/** Figures of one version's send, for logs, work messages and metrics. */
 export interface SendResult {
   /** Bundles pushed (api) or messages published (amqp). */
   bundles: number;
