@@ -149,6 +149,27 @@ describe("failed push", () => {
     expect(scenario.platformState()?.last_loaded_bundle_id).toBe("20250110");
   });
 
+  test("push without response is retried", async () => {
+    scenario.opencti.inject("stixBundlePush", { kind: "hang", skip: 1, times: 1 });
+
+    const run = await runConnectorOnce(scenario.env({ CONNECTOR_OPENCTI_TIMEOUT_MS: "300" }));
+
+    expect(run.code).toBe(0);
+    expect(logsMatching(run, /OpenCTI request failed, retrying/).map((line) => line.attributes?.reason)).toEqual(["timed out"]);
+    expect(scenario.platformState()?.last_loaded_bundle_id).toBe("20250110");
+  });
+
+  test("push that never responds times out", async () => {
+    scenario.opencti.inject("stixBundlePush", { kind: "hang", skip: 1 });
+
+    const run = await runConnectorOnce(scenario.env({ CONNECTOR_OPENCTI_TIMEOUT_MS: "300" }));
+
+    expect(run.code).toBe(1);
+    expect(logsMatching(run, /OpenCTI request failed, retrying/).length).toBe(6);
+    expect(scenario.opencti.works[0]!.errors[0]!.message).toContain("timed out");
+    expect(scenario.platformState()?.last_loaded_bundle_id).toBe("20250101");
+  });
+
   test("business error is not retried", async () => {
     scenario.opencti.inject("stixBundlePush", { kind: "error", code: "UNSUPPORTED_ERROR", skip: 1 });
 
