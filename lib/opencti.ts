@@ -134,19 +134,22 @@ export class OpenCTIClient {
   }
 
   async #requestOnce<T>(operation: string, query: string, variables: Record<string, unknown>): Promise<T> {
+    const pending = this.#http.post(this.#endpoint, {
+      json: { query, variables },
+      headers: { authorization: `Bearer ${this.#options.token}` },
+    });
     let response: Response;
     try {
-      response = await this.#http.post(this.#endpoint, {
-        json: { query, variables },
-        headers: { authorization: `Bearer ${this.#options.token}` },
-      });
+      response = await pending;
     } catch (error) {
       throw this.#wrapHttpError(error, operation);
     }
 
     let text: string;
     try {
-      text = await response.text();
+      // ky's text() bounds the body read by the request timeout, which
+      // reading the Response directly would not.
+      text = await pending.text();
     } catch (error) {
       throw new OpenCTIError(`OpenCTI ${operation} response was cut off: ${describeHttpFailure(error)}`, {
         code: "RESPONSE_CUT_OFF",

@@ -159,6 +159,16 @@ describe("failed push", () => {
     expect(scenario.platformState()?.last_loaded_bundle_id).toBe("20250110");
   });
 
+  test("push response stalling midway is retried", async () => {
+    scenario.opencti.inject("stixBundlePush", { kind: "stall", skip: 1, times: 1 });
+
+    const run = await runConnectorOnce(scenario.env({ CONNECTOR_OPENCTI_TIMEOUT_MS: "300" }));
+
+    expect(run.code).toBe(0);
+    expect(logsMatching(run, /OpenCTI request failed, retrying/).map((line) => line.attributes?.reason)).toEqual(["RESPONSE_CUT_OFF"]);
+    expect(scenario.platformState()?.last_loaded_bundle_id).toBe("20250110");
+  });
+
   test("push that never responds times out", async () => {
     scenario.opencti.inject("stixBundlePush", { kind: "hang", skip: 1 });
 

@@ -281,6 +281,8 @@ export interface OpenCTIFaultCommon {
  * - `html404`: send the Express page "Cannot POST /graphql" with status 404.
  * - `reset`: destroy the socket without answering.
  * - `hang`: never respond.
+ * - `stall`: send the headers of a successful response and half of its
+ *   body, then nothing more, keeping the socket open.
  *
  * Field-level kinds, which act in the resolver of the root field:
  * - `error`: raise a platform error with `code` (such as FORBIDDEN_ACCESS,
@@ -298,6 +300,7 @@ export type OpenCTIFault = OpenCTIFaultCommon &
     | { kind: "html404" }
     | { kind: "reset" }
     | { kind: "hang" }
+    | { kind: "stall" }
     | {
         kind: "error";
         code: string;
@@ -509,7 +512,13 @@ const ACTIVE_WINDOW_MS = 5 * 60 * 1000;
 const QUERY_FIELD_LIMIT = 2;
 const MUTATION_FIELD_LIMIT = 1;
 const SCHEMA_PATH = join(import.meta.dir, "..", "fixtures", "schema.graphql");
-const REQUEST_LEVEL_KINDS = new Set(["status", "html404", "reset", "hang"]);
+const REQUEST_LEVEL_KINDS = new Set([
+  "status",
+  "html404",
+  "reset",
+  "hang",
+  "stall",
+]);
 
 const STATUS_TEXT: Record<number, string> = {
   500: "Internal Server Error",
@@ -941,6 +950,17 @@ export async function startFakeOpenCTI(
     fault: OpenCTIFault,
   ): void {
     if (fault.kind === "hang") {
+      return;
+    }
+
+    if (fault.kind === "stall") {
+      const body = Buffer.from(JSON.stringify({ data: {} }), "utf8");
+      record.status = 200;
+      res.writeHead(200, {
+        "Content-Type": "application/json; charset=utf-8",
+        "Content-Length": String(body.length),
+      });
+      res.write(body.subarray(0, Math.floor(body.length / 2)));
       return;
     }
 
