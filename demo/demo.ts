@@ -8,7 +8,7 @@
  */
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { startFakeCitalid } from "../tests/fakes/citalid.ts";
 import { startFakeOpenCTI } from "../tests/fakes/opencti.ts";
@@ -17,7 +17,8 @@ import { FIXTURE_VERSIONS, fixtureCitalidVersions, parseFixtureBundle } from "..
 const CONNECTOR_ID = "6f1c2b8e-3a4d-4e5f-9a6b-7c8d9e0f1a2b";
 const root = join(import.meta.dir, "..");
 const { values } = parseArgs({ args: process.argv.slice(2), options: { binary: { type: "string" } } });
-const command = values.binary ? [values.binary] : [process.execPath, join(root, "main.ts")];
+// The connector runs in a temporary folder, so a relative path is resolved here.
+const command = values.binary ? [resolve(values.binary)] : [process.execPath, join(root, "main.ts")];
 
 const citalid = await startFakeCitalid({ versions: fixtureCitalidVersions() });
 const opencti = await startFakeOpenCTI();

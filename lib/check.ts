@@ -58,7 +58,7 @@ export async function runCheck(config: Config, logger: Logger, options: CheckOpt
 
   const width = Math.max(...results.map((result) => result.name.length));
   for (const result of results) {
-    write(`${result.status.toUpperCase().padEnd(4)}  ${result.name.padEnd(width)}  ${result.detail}`);
+    write(`${result.status.toUpperCase().padEnd(4)}  ${result.name.padEnd(width)}  ${logger.mask(result.detail)}`);
   }
   const failed = results.filter((result) => result.status === "fail").length;
   write(failed === 0 ? "All checks passed." : `${failed} check(s) failed.`);

@@ -14,6 +14,8 @@ export interface Logger {
   addSecrets(...secrets: (string | undefined)[]): void;
   /** Changes the minimum level printed. */
   setLevel(level: LogLevel): void;
+  /** Returns the text with every registered secret replaced by `***`, for output that bypasses the logger. */
+  mask(text: string): string;
 }
 
 /** Options of {@linkcode createLogger}. */
@@ -61,6 +63,10 @@ export function createLogger(options: LoggerOptions = {}): Logger {
   const secrets: string[] = [];
   let minimum = RANK[options.level ?? "info"];
 
+  function maskValue(value: unknown): unknown {
+    return typeof value === "string" ? mask(value) : value;
+  }
+
   function mask(text: string): string {
     let masked = text;
     for (const secret of secrets) {
@@ -86,11 +92,13 @@ export function createLogger(options: LoggerOptions = {}): Logger {
       if (attributes && Object.keys(attributes).length > 0) {
         record.attributes = attributes;
       }
-      line = JSON.stringify(record, replaceErrors);
+      // Masking before serialising catches a secret that a server echoed in
+      // escaped form, which JSON escaping would otherwise change again.
+      line = JSON.stringify(record, (key, value) => maskValue(replaceErrors(key, value)));
     } else {
       const suffix =
         attributes && Object.keys(attributes).length > 0
-          ? " " + JSON.stringify(attributes, replaceErrors)
+          ? " " + JSON.stringify(attributes, (key, value) => maskValue(replaceErrors(key, value)))
           : "";
       line = `${timestamp} ${LEVEL_NAME[level]} ${name}: ${message}${suffix}`;
     }
@@ -107,6 +115,7 @@ export function createLogger(options: LoggerOptions = {}): Logger {
     info: (message, attributes) => emit("info", message, attributes),
     warn: (message, attributes) => emit("warn", message, attributes),
     error: (message, attributes) => emit("error", message, attributes),
+    mask,
     addSecrets(...values) {
       for (const value of values) {
         // Very short values would mask ordinary words in every line.

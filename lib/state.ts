@@ -1,6 +1,6 @@
 import { closeSync, existsSync, fchmodSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, utimesSync, writeSync } from "node:fs";
 import { constants as fsConstants, accessSync } from "node:fs";
-import { dirname } from "node:path";
+import { dirname, join } from "node:path";
 import type { Logger } from "./log.ts";
 import { hasDatePrefix } from "./versions.ts";
 
@@ -109,6 +109,11 @@ export class StateFile {
         );
       }
     }
+    if (existsSync(this.path) && statSync(this.path).isDirectory()) {
+      throw new StateFileError(
+        `State file ${this.path} is a folder: set CONNECTOR_STATE_FILE to a file path such as ${join(this.path, "state.json")}`,
+      );
+    }
     try {
       accessSync(folder, fsConstants.W_OK);
     } catch {
@@ -198,7 +203,8 @@ export class StateFile {
     for (let attempt = 0; attempt < 2; attempt++) {
       try {
         const fd = openSync(this.#lockPath, "wx", 0o600);
-        writeSync(fd, String(process.pid));
+        const started = processStartTime(process.pid);
+        writeSync(fd, started === undefined ? String(process.pid) : `${process.pid} ${started}`);
         fsyncSync(fd);
         this.#lockFd = fd;
         return;
@@ -208,8 +214,12 @@ export class StateFile {
         }
       }
 
-      const owner = Number.parseInt(readFileSync(this.#lockPath, "utf8"), 10);
-      if (Number.isInteger(owner) && owner > 0 && owner !== process.pid && isAlive(owner)) {
+      const [ownerText, ownerStarted] = readFileSync(this.#lockPath, "utf8").trim().split(/\s+/);
+      const owner = Number.parseInt(ownerText ?? "", 10);
+      // After a reboot the pid in a leftover lock may belong to another
+      // program; its start time then differs from the one recorded.
+      const sameProcess = ownerStarted === undefined || processStartTime(owner) === ownerStarted;
+      if (Number.isInteger(owner) && owner > 0 && owner !== process.pid && isAlive(owner) && sameProcess) {
         throw new StateFileError(
           `State file ${this.path} is in use by another connector process (pid ${owner}): stop it, or give this one its own CONNECTOR_STATE_FILE`,
         );
@@ -226,6 +236,19 @@ export class StateFile {
 /** The state file cannot be used: a missing or read-only folder, or a lock held by another process. */
 export class StateFileError extends Error {
   override name = "StateFileError";
+}
+
+// Returns the start time of a process in clock ticks since boot (field 22 of
+// /proc/<pid>/stat), or undefined where /proc is not available.
+function processStartTime(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // The command name in field 2 may contain spaces, so fields are counted after its ")".
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return fields[19];
+  } catch {
+    return undefined;
+  }
 }
 
 function isAlive(pid: number): boolean {

@@ -148,7 +148,7 @@ function senderOptions(
     retryDelayMs: 10,
     connectTimeoutMs: 5000,
     addExpectations: async (workId, count) => {
-      expectations.push({ workId, count, queuedBefore: await countMessages(push.queue) });
+      expectations.push({ workId, count, queuedBefore: (await countMessages(push.queue)) ?? -1 });
     },
     ...overrides,
   };
@@ -326,7 +326,7 @@ describeWithBroker("createAmqpSender", () => {
     const expected = splitBundle({ objects: loadObjects("17.0") });
     const sender = createAmqpSender(options);
 
-    const result = await sender.send(objects, { workId: "work-1", versionId: "20250105-1" });
+    const result = await sender.send(objects, { workId: "work-1", versionId: "20250105-1", bundleId: "bundle--1" });
     await sender.close();
     const messages = await drainQueue(push.queue);
 
@@ -384,8 +384,8 @@ describeWithBroker("createAmqpSender", () => {
     const { options } = senderOptions(push, { author });
     const sender = createAmqpSender(options);
 
-    const first = await sender.send(smallVersion(), { workId: "work-1", versionId: "v1" });
-    const second = await sender.send([author, ...smallVersion()], { workId: "work-2", versionId: "v2" });
+    const first = await sender.send(smallVersion(), { workId: "work-1", versionId: "v1", bundleId: "bundle--1" });
+    const second = await sender.send([author, ...smallVersion()], { workId: "work-2", versionId: "v2", bundleId: "bundle--1" });
     await sender.close();
     const messages = await drainQueue(push.queue);
     const ids = messages.map((message) => {
@@ -423,7 +423,7 @@ describeWithBroker("createAmqpSender", () => {
     });
     const sender = createAmqpSender(options);
 
-    const result = await sender.send(smallVersion(), { workId: "work-1", versionId: "v1" });
+    const result = await sender.send(smallVersion(), { workId: "work-1", versionId: "v1", bundleId: "bundle--1" });
     await sender.close();
 
     const connecting = log.lines.find((line) => line.message === "Connecting to RabbitMQ");
@@ -443,7 +443,7 @@ describeWithBroker("createAmqpSender", () => {
     options.registration = registrationFor(push, { pass: password });
     const sender = createAmqpSender(options);
 
-    const error = await rejection(sender.send(smallVersion(), { workId: "work-1", versionId: "v1" }));
+    const error = await rejection(sender.send(smallVersion(), { workId: "work-1", versionId: "v1", bundleId: "bundle--1" }));
     await sender.close();
 
     expect(error).toBeInstanceOf(AmqpError);
@@ -499,7 +499,7 @@ describeWithBroker("createAmqpSender", () => {
     await sender.connect();
     await adminChannel.deleteQueue(push.queue);
 
-    const error = await rejection(sender.send(smallVersion(), { workId: "work-1", versionId: "v1" }));
+    const error = await rejection(sender.send(smallVersion(), { workId: "work-1", versionId: "v1", bundleId: "bundle--1" }));
     const retries = log.lines.filter((line) => line.message === "RabbitMQ did not accept messages, retrying");
 
     expect(error).toBeInstanceOf(AmqpError);
@@ -515,7 +515,7 @@ describeWithBroker("createAmqpSender", () => {
     // Once the platform re-creates the queue, the next send goes through.
     await adminChannel.assertQueue(push.queue, { durable: true });
     await adminChannel.bindQueue(push.queue, WORKER_EXCHANGE, push.routingKey);
-    const result = await sender.send(smallVersion(), { workId: "work-2", versionId: "v1" });
+    const result = await sender.send(smallVersion(), { workId: "work-2", versionId: "v1", bundleId: "bundle--1" });
     await sender.close();
 
     expect(result.bundles).toBe(2);
@@ -527,7 +527,7 @@ describeWithBroker("createAmqpSender", () => {
     const { options, log } = senderOptions(push, { maxRetries: 1 });
     const sender = createAmqpSender(options);
 
-    const error = await rejection(sender.send(smallVersion(), { workId: "work-1", versionId: "v1" }));
+    const error = await rejection(sender.send(smallVersion(), { workId: "work-1", versionId: "v1", bundleId: "bundle--1" }));
     await sender.close();
 
     expect(error).toBeInstanceOf(AmqpError);
@@ -541,7 +541,7 @@ describeWithBroker("createAmqpSender", () => {
     options.registration.config!.push_exchange = `no-such-exchange-${push.connectorId}`;
     const sender = createAmqpSender(options);
 
-    const error = await rejection(sender.send(smallVersion(), { workId: "work-1", versionId: "v1" }));
+    const error = await rejection(sender.send(smallVersion(), { workId: "work-1", versionId: "v1", bundleId: "bundle--1" }));
     await sender.close();
 
     expect(error).toBeInstanceOf(AmqpError);
@@ -558,9 +558,9 @@ describeWithBroker("createAmqpSender", () => {
     await sender.connect();
     proxy.cutAfterBytes = proxy.clientBytes + 200_000;
 
-    const error = await rejection(sender.send(loadObjects("17.1"), { workId: "work-1", versionId: "20250105-2" }));
+    const error = await rejection(sender.send(loadObjects("17.1"), { workId: "work-1", versionId: "20250105-2", bundleId: "bundle--1" }));
     const firstConnections = proxy.connections;
-    const result = await sender.send(smallVersion(), { workId: "work-2", versionId: "v2" });
+    const result = await sender.send(smallVersion(), { workId: "work-2", versionId: "v2", bundleId: "bundle--1" });
     await sender.close();
     await proxy.close();
 
@@ -583,7 +583,7 @@ describeWithBroker("createAmqpSender", () => {
 
     proxy.cutAll();
     await Bun.sleep(100);
-    const result = await sender.send(smallVersion(), { workId: "work-1", versionId: "v1" });
+    const result = await sender.send(smallVersion(), { workId: "work-1", versionId: "v1", bundleId: "bundle--1" });
     await sender.close();
     await proxy.close();
 
@@ -607,7 +607,7 @@ describeWithBroker("createAmqpSender", () => {
     await sender.connect();
 
     proxy.stalled = true;
-    const error = await rejection(sender.send(smallVersion(), { workId: "work-1", versionId: "v1" }));
+    const error = await rejection(sender.send(smallVersion(), { workId: "work-1", versionId: "v1", bundleId: "bundle--1" }));
     await sender.close();
     await proxy.close();
 
@@ -627,7 +627,7 @@ describeWithBroker("createAmqpSender", () => {
     const sender = createAmqpSender(options);
     const objects = Array.from({ length: 3000 }, () => ({ type: "identity", id: `identity--${randomUUID()}` }));
 
-    const result = await sender.send(objects, { workId: "work-1", versionId: "v1" });
+    const result = await sender.send(objects, { workId: "work-1", versionId: "v1", bundleId: "bundle--1" });
     await sender.close();
     await proxy.close();
     const messages = await drainQueue(push.queue);
@@ -647,7 +647,7 @@ describeWithBroker("createAmqpSender", () => {
     options.registration = registrationFor(push, { port: proxy.port, use_ssl: true });
     const sender = createAmqpSender(options);
 
-    const result = await sender.send(smallVersion(), { workId: "work-1", versionId: "v1" });
+    const result = await sender.send(smallVersion(), { workId: "work-1", versionId: "v1", bundleId: "bundle--1" });
     await sender.close();
     await proxy.close();
 
@@ -677,7 +677,7 @@ describeWithBroker("createAmqpSender", () => {
     options.registration = registrationFor(push, { port: proxy.port, use_ssl: true });
     const sender = createAmqpSender(options);
 
-    const result = await sender.send(smallVersion(), { workId: "work-1", versionId: "v1" });
+    const result = await sender.send(smallVersion(), { workId: "work-1", versionId: "v1", bundleId: "bundle--1" });
     await sender.close();
     await proxy.close();
     const warning = log.lines.find((line) => line.level === "WARNING" && line.message.includes("not verified"));
@@ -695,7 +695,7 @@ describeWithBroker("createAmqpSender", () => {
     });
     const sender = createAmqpSender(options);
 
-    const error = await rejection(sender.send(smallVersion(), { workId: "work-1", versionId: "v1" }));
+    const error = await rejection(sender.send(smallVersion(), { workId: "work-1", versionId: "v1", bundleId: "bundle--1" }));
     await sender.close();
 
     expect(error).toBeInstanceOf(AmqpError);
@@ -751,6 +751,7 @@ describe("createAmqpSender without a broker", () => {
     const result = await sender.send([{ type: "x-mitre-tactic", id: "x-mitre-tactic--1" }], {
       workId: "work-1",
       versionId: "v1",
+      bundleId: "bundle--1",
     });
     await sender.close();
 

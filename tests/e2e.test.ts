@@ -4,7 +4,7 @@
  */
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { createHash, randomUUID } from "node:crypto";
-import { existsSync, readFileSync, statSync } from "node:fs";
+import { existsSync, readFileSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { type FakeCitalid, startFakeCitalid } from "./fakes/citalid.ts";
 import { type FakeOpenCTI, startFakeOpenCTI } from "./fakes/opencti.ts";
@@ -67,6 +67,7 @@ async function tearDown(): Promise<void> {
   await consumer?.close();
   await citalid.stop();
   await opencti.stop();
+  rmSync(stateDir, { recursive: true, force: true });
 }
 
 function env(extra: Record<string, string> = {}) {

@@ -229,3 +229,22 @@ describe("createLogger journald prefix", () => {
     expect(lines[0]).toStartWith("{");
   });
 });
+
+describe("createLogger masking", () => {
+  test("masks a secret echoed in escaped form", () => {
+    const lines: string[] = [];
+    const logger = createLogger({ write: (line) => lines.push(line) });
+    logger.addSecrets('pa"ss\\word');
+
+    logger.error('server said {"password":"pa\\"ss\\\\word"}');
+
+    expect(JSON.parse(lines[0]!).message).toBe('server said {"password":"***"}');
+  });
+
+  test("mask replaces secrets in plain text", () => {
+    const logger = createLogger({ write: () => {} });
+    logger.addSecrets("s3cret-value");
+
+    expect(logger.mask("token s3cret-value here")).toBe("token *** here");
+  });
+});

@@ -291,7 +291,7 @@ describe("StateFile", () => {
   test("writes its pid to the lock", () => {
     openStateFile();
 
-    expect(readFileSync(`${path}.lock`, "utf8")).toBe(String(process.pid));
+    expect(readFileSync(`${path}.lock`, "utf8").split(" ")[0]).toBe(String(process.pid));
   });
 
   test("removes the lock on close", () => {
@@ -319,6 +319,41 @@ describe("StateFile", () => {
     }
   });
 
+  test("rejects a lock with matching start time", async () => {
+    const child = Bun.spawn(["sleep", "30"]);
+    try {
+      const stat = readFileSync(`/proc/${child.pid}/stat`, "utf8");
+      const started = stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
+      writeFileSync(`${path}.lock`, `${child.pid} ${started}`);
+      const file = new StateFile(path, silentLogger);
+
+      const error = stateFileErrorOf(() => file.open());
+
+      expect(error.message).toContain(`pid ${child.pid}`);
+    } finally {
+      child.kill();
+      await child.exited;
+    }
+  });
+
+  test("takes over a lock of a reused pid", async () => {
+    const child = Bun.spawn(["sleep", "30"]);
+    try {
+      // The pid is alive, but the lock recorded another start time: the
+      // program now behind the pid is not the connector that wrote the lock.
+      writeFileSync(`${path}.lock`, `${child.pid} 1`);
+      const file = new StateFile(path, silentLogger);
+
+      file.open();
+
+      expect(readFileSync(`${path}.lock`, "utf8").split(" ")[0]).toBe(String(process.pid));
+      file.close();
+    } finally {
+      child.kill();
+      await child.exited;
+    }
+  });
+
   test("takes over a dead process's lock", async () => {
     const child = Bun.spawn(["true"]);
     await child.exited;
@@ -327,7 +362,7 @@ describe("StateFile", () => {
 
     openStateFile(logger);
 
-    expect(readFileSync(`${path}.lock`, "utf8")).toBe(String(process.pid));
+    expect(readFileSync(`${path}.lock`, "utf8").split(" ")[0]).toBe(String(process.pid));
     expect(records.map((record) => record.attributes?.pid)).toEqual([child.pid]);
   });
 
@@ -340,7 +375,7 @@ describe("StateFile", () => {
     await child.exited;
     openStateFile();
 
-    expect(readFileSync(`${path}.lock`, "utf8")).toBe(String(process.pid));
+    expect(readFileSync(`${path}.lock`, "utf8").split(" ")[0]).toBe(String(process.pid));
   });
 
   test("takes over a lock without pid", () => {
@@ -348,6 +383,6 @@ describe("StateFile", () => {
 
     openStateFile();
 
-    expect(readFileSync(`${path}.lock`, "utf8")).toBe(String(process.pid));
+    expect(readFileSync(`${path}.lock`, "utf8").split(" ")[0]).toBe(String(process.pid));
   });
 });
