@@ -2,6 +2,10 @@
 // tests run the connector against.
 
 import { afterEach, expect, test } from "bun:test";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { connect } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import {
   CITALID_CLIENT_ID,
   CITALID_VERSIONS_PATH,
@@ -2035,4 +2039,49 @@ test("fake OpenCTI clearRecords keeps connectors", async () => {
   expect(fake.pings).toHaveLength(0);
   expect(fake.operations).toHaveLength(0);
   expect(fake.connectors.get(CONNECTOR_ID)?.state).toBe("{}");
+});
+
+test("fake Citalid serves a body file", async () => {
+  const path = join(mkdtempSync(join(tmpdir(), "fake-citalid-")), "version.json");
+  writeFileSync(path, '{"type":"bundle","objects":[]}');
+  const fake = await citalid({ versions: [{ id: "20250105", bodyFile: path }] });
+
+  const response = await download(fake, "20250105", await login(fake));
+
+  expect(response.headers.get("content-length")).toBe("30");
+  expect(await response.text()).toBe('{"type":"bundle","objects":[]}');
+});
+
+test("fake Citalid truncates a body file", async () => {
+  const path = join(mkdtempSync(join(tmpdir(), "fake-citalid-")), "version.json");
+  writeFileSync(path, "0123456789");
+  const fake = await citalid({ versions: [{ id: "20250105", bodyFile: path }] });
+  const token = await login(fake);
+  fake.inject("download", { kind: "truncate", times: 1 });
+
+  // fetch drops what arrived before the reset, so the raw bytes are read from a socket.
+  const raw = await new Promise<string>((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    const socket = connect(fake.port, "127.0.0.1", () => {
+      socket.write(`GET ${CITALID_VERSIONS_PATH}20250105/download/ HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${token}\r\n\r\n`);
+    });
+    socket.on("data", (chunk: Buffer) => chunks.push(chunk));
+    socket.on("close", () => resolve(Buffer.concat(chunks).toString("utf8")));
+    socket.on("error", reject);
+  });
+  const [head, body] = raw.split("\r\n\r\n");
+
+  expect(head).toContain("Content-Length: 10");
+  expect(body).toBe("01234");
+});
+
+test("fake OpenCTI counts pushes it does not keep", async () => {
+  const fake = await registered({ keepPushes: false });
+  const bundle = JSON.stringify({ type: "bundle", id: "bundle--1", objects: [{ type: "note", id: "note--1" }] });
+
+  const result = await graphql(fake, PUSH, { connectorId: CONNECTOR_ID, bundle, workId: null });
+
+  expect(result.json.errors).toBeUndefined();
+  expect(fake.pushes).toHaveLength(0);
+  expect(fake.pushTotals).toEqual({ bundles: 1, objects: 1, bytes: Buffer.byteLength(bundle) });
 });

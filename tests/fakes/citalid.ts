@@ -24,6 +24,7 @@ import {
 } from "node:http";
 import { createServer as createHttpsServer } from "node:https";
 import { randomBytes } from "node:crypto";
+import { createReadStream, statSync } from "node:fs";
 import type { AddressInfo, Socket } from "node:net";
 
 /** Public OAuth client id of the Citalid API, sent with an empty secret. */
@@ -45,8 +46,13 @@ export type CitalidBody = Uint8Array | string | object;
 export interface FakeCitalidVersion {
   /** Version id, usually `YYYYMMDD` followed by optional characters. */
   id: string;
-  /** Download body, normally the STIX 2.1 bundle of the version. */
-  body: CitalidBody;
+  /** Download body, normally the STIX 2.1 bundle of the version. Required unless `bodyFile` is set. */
+  body?: CitalidBody;
+  /**
+   * Path of a file served as the download body instead of `body`, read as
+   * it is sent, so that a version of hundreds of MB takes no memory.
+   */
+  bodyFile?: string;
   /**
    * `created_at` in the listing.
    * @default the date of the `YYYYMMDD` prefix, one hour later for each
@@ -246,6 +252,7 @@ export interface FakeCitalid {
 interface StoredVersion {
   id: string;
   body: Buffer;
+  file: BodyFile | undefined;
   createdAt: string | undefined;
   name: string;
 }
@@ -261,6 +268,13 @@ interface Reply {
   status: number;
   headers: Record<string, string>;
   body: Buffer;
+  /** Sent instead of `body` when set. */
+  file?: BodyFile;
+}
+
+interface BodyFile {
+  path: string;
+  size: number;
 }
 
 interface Routed {
@@ -657,6 +671,7 @@ export async function startFakeCitalid(
         "Content-Disposition": `attachment; filename="${encodeURIComponent(version.id)}.json"`,
       },
       body: version.body,
+      file: version.file,
     };
   }
 
@@ -771,7 +786,8 @@ export async function startFakeCitalid(
 function storeVersion(version: FakeCitalidVersion): StoredVersion {
   return {
     id: version.id,
-    body: toBuffer(version.body),
+    body: toBuffer(version.body ?? ""),
+    file: version.bodyFile === undefined ? undefined : { path: version.bodyFile, size: statSync(version.bodyFile).size },
     createdAt: version.createdAt,
     name: version.name ?? `Version ${version.id}`,
   };
@@ -963,8 +979,12 @@ function send(res: ServerResponse, record: CitalidRequest, reply: Reply): void {
   record.status = reply.status;
   res.writeHead(reply.status, {
     ...reply.headers,
-    "Content-Length": String(reply.body.length),
+    "Content-Length": String(reply.file?.size ?? reply.body.length),
   });
+  if (reply.file !== undefined) {
+    createReadStream(reply.file.path).pipe(res);
+    return;
+  }
   res.end(reply.body);
 }
 
@@ -978,17 +998,25 @@ function sendPartially(
   destroy: boolean,
 ): void {
   record.status = reply.status;
+  const size = reply.file?.size ?? reply.body.length;
   res.writeHead(reply.status, {
     ...reply.headers,
-    "Content-Length": String(reply.body.length),
+    "Content-Length": String(size),
   });
 
-  const half = reply.body.subarray(0, Math.floor(reply.body.length / 2));
-  res.write(half, () => {
+  const afterHalf = () => {
     if (destroy) {
       res.socket?.destroy();
     }
-  });
+  };
+  if (reply.file !== undefined && size >= 2) {
+    const half = createReadStream(reply.file.path, { start: 0, end: Math.floor(size / 2) - 1 });
+    half.pipe(res, { end: false });
+    // An empty write calls back once the half before it is flushed.
+    half.on("end", () => res.write("", afterHalf));
+    return;
+  }
+  res.write(reply.body.subarray(0, Math.floor(reply.body.length / 2)), afterHalf);
 }
 
 function headerValue(req: IncomingMessage, name: string): string | null {

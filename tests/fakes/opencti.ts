@@ -346,6 +346,12 @@ export interface FakeOpenCTIOptions {
   simulateWorker?: boolean;
   /** Whether to keep request bodies in `requests`. @default true */
   recordBodies?: boolean;
+  /**
+   * Whether to keep each pushed bundle in `pushes`. With false, pushes are
+   * validated and counted in `pushTotals` only, so that a benchmark can push
+   * gigabytes. @default true
+   */
+  keepPushes?: boolean;
   /** PEM key and certificate: serve HTTPS instead of HTTP. */
   tls?: { key: string; cert: string };
 }
@@ -375,6 +381,8 @@ export interface FakeOpenCTI {
   readonly works: FakeWork[];
   readonly deletedWorks: FakeWork[];
   readonly pushes: FakePush[];
+  /** Bundles, objects and bundle bytes received through `stixBundlePush`, kept or not. */
+  readonly pushTotals: { bundles: number; objects: number; bytes: number };
   readonly pings: FakePing[];
   readonly registrations: { input: RegisterConnectorInput; time: number }[];
   /** `deleteConnector` calls, which a connector should never send. */
@@ -541,6 +549,8 @@ export async function startFakeOpenCTI(
   const userId = options.userId ?? DEFAULT_OPENCTI_USER_ID;
   const basePath = normalizeBasePath(options.basePath ?? "");
   const recordBodies = options.recordBodies !== false;
+  const keepPushes = options.keepPushes !== false;
+  const pushTotals = { bundles: 0, objects: 0, bytes: 0 };
   const rabbitmq: RabbitMQConnection = {
     host: "127.0.0.1",
     vhost: "/",
@@ -603,6 +613,7 @@ export async function startFakeOpenCTI(
     works,
     deletedWorks,
     pushes,
+    pushTotals,
     pings,
     registrations,
     connectorDeletes,
@@ -712,6 +723,7 @@ export async function startFakeOpenCTI(
       operations.length = 0;
       pings.length = 0;
       pushes.length = 0;
+      Object.assign(pushTotals, { bundles: 0, objects: 0, bytes: 0 });
       registrations.length = 0;
     },
 
@@ -1490,17 +1502,23 @@ export async function startFakeOpenCTI(
       }
     }
 
-    pushes.push({
-      connectorId,
-      // A work id that no stored work has is kept as sent, because the
-      // platform still queues the bundle. Its worker then drops it.
-      workId: work?.id ?? String(workIdSent),
-      workIdSent,
-      workKnown,
-      bundle,
-      bytes: Buffer.byteLength(text, "utf8"),
-      time: Date.now(),
-    });
+    const bytes = Buffer.byteLength(text, "utf8");
+    pushTotals.bundles += 1;
+    pushTotals.objects += bundle.objects.length;
+    pushTotals.bytes += bytes;
+    if (keepPushes) {
+      pushes.push({
+        connectorId,
+        // A work id that no stored work has is kept as sent, because the
+        // platform still queues the bundle. Its worker then drops it.
+        workId: work?.id ?? String(workIdSent),
+        workIdSent,
+        workKnown,
+        bundle,
+        bytes,
+        time: Date.now(),
+      });
+    }
 
     if (fake.simulateWorker && work !== undefined) {
       simulateWorkerFor(work, bundle);
