@@ -274,7 +274,13 @@ export function createAmqpSender(options: AmqpSenderOptions): AmqpSender {
     }
   }
 
-  async function sendVersion(objects: StixObject[], context: SendContext): Promise<SendResult> {
+  // `render` turns an object of the splitter's output into the object
+  // published; the spooled path splits light objects and reads each back.
+  async function sendVersion(
+    objects: StixObject[],
+    context: SendContext,
+    render: (object: StixObject) => StixObject = (object) => object,
+  ): Promise<SendResult> {
     const attributes = { work_id: context.workId, version_id: context.versionId };
     const author = options.author;
     const authorMissing = author !== undefined && !objects.some((object) => object.id === author.id);
@@ -315,7 +321,7 @@ export function createAmqpSender(options: AmqpSenderOptions): AmqpSender {
 
     const started = performance.now();
     try {
-      const bytes = await publishAll(current, split, context);
+      const bytes = await publishAll(current, split, context, render);
       logger.info("Bundles sent to the push queue", {
         ...attributes,
         bundles: split.bundles.length,
@@ -339,14 +345,20 @@ export function createAmqpSender(options: AmqpSenderOptions): AmqpSender {
   }
 
   // Publishes every split bundle in order and returns the bytes of bundle JSON sent.
-  async function publishAll(current: Session, split: SplitResult, context: SendContext): Promise<number> {
+  async function publishAll(
+    current: Session,
+    split: SplitResult,
+    context: SendContext,
+    render: (object: StixObject) => StixObject,
+  ): Promise<number> {
     const total = split.bundles.length;
     let bytes = 0;
 
     for (let start = 0; start < total; start += batchSize) {
       const batch: OutgoingMessage[] = [];
       for (let index = start; index < Math.min(start + batchSize, total); index++) {
-        const json = JSON.stringify(split.bundles[index]!.bundle);
+        const { bundle } = split.bundles[index]!;
+        const json = JSON.stringify({ ...bundle, objects: [render(bundle.objects[0])] });
         const sequence = index + 1;
         bytes += Buffer.byteLength(json, "utf8");
         batch.push({
@@ -529,6 +541,8 @@ export function createAmqpSender(options: AmqpSenderOptions): AmqpSender {
 
   return {
     send: (objects, context) => enqueue(() => sendVersion(objects, context)),
+    sendSpooled: (version, context) =>
+      enqueue(() => sendVersion(version.splitInput(), context, (object) => version.renderSplit(object))),
     connect: () => enqueue(async () => void (await openSession())),
     close: () =>
       enqueue(async () => {

@@ -27,22 +27,19 @@ export class AuthorReferences {
   /**
    * Checks the author references of one version's objects, queries the
    * platform once per identity that the version lacks, and rewrites the
-   * references to identities that the platform lacks too. Returns the
-   * number of objects changed. When a lookup fails, the references left are
-   * kept as served for the rest of this instance's life, with one warning.
+   * references to identities that the platform lacks too. `objects` is the
+   * version's objects or, for a version read from its spool file, an
+   * {@linkcode AuthorReferenceSource}. Returns the number of objects
+   * changed. When a lookup fails, the references left are kept as served
+   * for the rest of this instance's life, with one warning.
    */
-  async resolve(objects: StixObject[], versionId: string): Promise<number> {
-    const inVersion = new Set<string>();
-    for (const object of objects) {
-      if (object.type === "identity") {
-        inVersion.add(object.id);
-      }
-    }
+  async resolve(objects: StixObject[] | AuthorReferenceSource, versionId: string): Promise<number> {
+    const source = Array.isArray(objects) ? objectReferences(objects) : objects;
+    const inVersion = new Set<string>(source.identityIds());
 
     const absent = new Set<string>();
-    for (const object of objects) {
-      const ref = object.created_by_ref;
-      if (typeof ref === "string" && !inVersion.has(ref) && !this.#known.has(ref)) {
+    for (const ref of source.authorRefs()) {
+      if (!inVersion.has(ref) && !this.#known.has(ref)) {
         absent.add(ref);
       }
     }
@@ -63,13 +60,7 @@ export class AuthorReferences {
       return 0;
     }
 
-    let replaced = 0;
-    for (const object of objects) {
-      if (typeof object.created_by_ref === "string" && unknown.has(object.created_by_ref)) {
-        object.created_by_ref = AUTHOR_ID;
-        replaced++;
-      }
-    }
+    const replaced = source.replaceAuthorRefs(unknown);
     this.#logger.warn("Replaced author references to identities that neither the version nor the platform has with the Citalid author", {
       version_id: versionId,
       identities: [...unknown].slice(0, 10),
@@ -96,4 +87,43 @@ export class AuthorReferences {
       return undefined;
     }
   }
+}
+
+/** The identities and author references of one version, and the way to rewrite those references. */
+export interface AuthorReferenceSource {
+  /** Returns the ids of the version's identities. */
+  identityIds(): Iterable<string>;
+  /** Returns the string `created_by_ref` of each object. */
+  authorRefs(): Iterable<string>;
+  /** Makes the author the `created_by_ref` of each object whose reference is in `unknown`. Returns the number of objects changed. */
+  replaceAuthorRefs(unknown: ReadonlySet<string>): number;
+}
+
+function objectReferences(objects: StixObject[]): AuthorReferenceSource {
+  return {
+    *identityIds() {
+      for (const object of objects) {
+        if (object.type === "identity") {
+          yield object.id;
+        }
+      }
+    },
+    *authorRefs() {
+      for (const object of objects) {
+        if (typeof object.created_by_ref === "string") {
+          yield object.created_by_ref;
+        }
+      }
+    },
+    replaceAuthorRefs(unknown) {
+      let replaced = 0;
+      for (const object of objects) {
+        if (typeof object.created_by_ref === "string" && unknown.has(object.created_by_ref)) {
+          object.created_by_ref = AUTHOR_ID;
+          replaced++;
+        }
+      }
+      return replaced;
+    },
+  };
 }

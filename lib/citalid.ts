@@ -3,6 +3,7 @@ import { CitalidAuthError, CitalidError, excerpt } from "./errors.ts";
 import { createHttp, describeHttpFailure, describeTlsError, isTransientNetworkError, tlsProblem } from "./http.ts";
 import type { Logger } from "./log.ts";
 import { reportBodyProgress } from "./progress.ts";
+import { JsonScanError } from "./scan.ts";
 
 /** Public OAuth client id of Citalid's web client; its secret is empty. */
 export const CITALID_CLIENT_ID = "0RcQ2BmuJRRsZKvY1Xf1gdjiwYRZhQKBNOxY9KOI";
@@ -38,6 +39,21 @@ export interface CitalidClientOptions {
    * {@linkcode reportBodyProgress}.
    */
   onProgress?: (versionId: string, bytes: number, total: number | undefined) => void;
+}
+
+/**
+ * The target of a streamed download, such as a `VersionSpool`. Each attempt
+ * calls `begin`, `write` per chunk, then `end`.
+ */
+export interface DownloadSink<T> {
+  /** Drops what an earlier attempt wrote. */
+  begin(): void;
+  /** Takes the next chunk. Raises JsonScanError when the body cannot be JSON. */
+  write(chunk: Uint8Array): void;
+  /** Completes the body and returns the result. Raises JsonScanError when the body was cut short. */
+  end(): T;
+  /** Returns the first bytes of the body as text, for an error message. */
+  head(): string;
 }
 
 /** A version as listed by Citalid; fields other than `id` are ignored. */
@@ -146,9 +162,62 @@ export class CitalidClient {
   }
 
   /**
-   * Downloads one version and parses it as JSON. A body cut short, late or
-   * not JSON is downloaded again, a bounded number of times. Raises
-   * CitalidError.
+   * Downloads one version into `sink` as its body arrives, so the body is
+   * never held in memory. A body cut short, late, or that the sink rejects
+   * as not JSON is downloaded again from its start, up to `retryLimit`
+   * times with backoff, and each retry is logged with its attempt number.
+   * Returns the sink's result and the body's size in bytes. Raises
+   * CitalidError, or an error of the sink other than JsonScanError (such as
+   * a failed write) unchanged.
+   */
+  async downloadVersionTo<T>(versionId: string, sink: DownloadSink<T>): Promise<{ result: T; bytes: number }> {
+    const path = `${API_PATH}/stix-bundles/versions/${encodeURIComponent(versionId)}/download/`;
+    const action = `download Citalid version ${versionId}`;
+    const attempts = (this.#options.retryLimit ?? 4) + 1;
+    const bodyTimeoutMs = this.#options.downloadTimeoutMs ?? 3_600_000;
+
+    for (let attempt = 1; ; attempt++) {
+      const controller = new AbortController();
+      const response = await this.#call(path, action, versionId, controller.signal);
+      const timer = setTimeout(() => controller.abort(), bodyTimeoutMs);
+      const onProgress = this.#options.onProgress;
+      const body = onProgress ? reportBodyProgress(response, (bytes, total) => onProgress(versionId, bytes, total)) : response;
+      let outcome: StreamOutcome<T>;
+      try {
+        outcome = await streamInto(body, sink);
+      } finally {
+        clearTimeout(timer);
+      }
+      if (outcome.ok) {
+        return { result: outcome.result, bytes: outcome.bytes };
+      }
+
+      const reason = controller.signal.aborted ? `timed out after ${bodyTimeoutMs} ms reading the body` : outcome.reason;
+      if (attempt < attempts) {
+        this.#logBodyRetry(path, versionId, attempt, attempts, reason);
+        await sleep(this.#retryDelay(attempt));
+        continue;
+      }
+      if (outcome.notJson && !controller.signal.aborted) {
+        throw new CitalidError(
+          `Download of Citalid version ${versionId} on ${path} is not JSON after ${attempts} attempts (HTTP ${response.status}, ${contentType(response)}): ${reason}; the body starts with ${excerpt(sink.head())}`,
+          { path, status: response.status, versionId },
+        );
+      }
+      throw new CitalidError(`Failed to ${action}: ${reason} on ${path} (version ${versionId}), after ${attempts} attempts`, {
+        path,
+        status: response.status,
+        versionId,
+        cause: outcome.cause,
+      });
+    }
+  }
+
+  /**
+   * Downloads one version and parses it as JSON, holding the whole body in
+   * memory; the connector uses {@linkcode downloadVersionTo} instead. A body
+   * cut short, late or not JSON is downloaded again, a bounded number of
+   * times. Raises CitalidError.
    */
   async downloadVersion(versionId: string): Promise<{ json: unknown; bytes: number }> {
     const path = `${API_PATH}/stix-bundles/versions/${encodeURIComponent(versionId)}/download/`;
@@ -293,6 +362,65 @@ export class CitalidClient {
     const base = (this.#options.retryDelayMs ?? 1000) * 2 ** (attempt - 1);
     return Math.min(base, 30_000) * (0.8 + Math.random() * 0.4);
   }
+}
+
+type StreamOutcome<T> =
+  | { ok: true; result: T; bytes: number }
+  | { ok: false; reason: string; notJson: boolean; cause?: unknown };
+
+// Streams one attempt's body into the sink. A body cut short or not JSON is
+// an outcome to retry; other errors of the sink are raised.
+async function streamInto<T>(response: Response, sink: DownloadSink<T>): Promise<StreamOutcome<T>> {
+  sink.begin();
+  const expected = identityLength(response);
+  const reader = response.body?.getReader();
+  let bytes = 0;
+  while (reader !== undefined) {
+    let next: Awaited<ReturnType<typeof reader.read>>;
+    try {
+      next = await reader.read();
+    } catch (error) {
+      return { ok: false, notJson: false, reason: `body cut off: ${describeHttpFailure(error)}`, cause: error };
+    }
+    if (next.done) {
+      break;
+    }
+    bytes += next.value.byteLength;
+    try {
+      sink.write(next.value);
+    } catch (error) {
+      // Stops the download at the first byte that cannot be JSON.
+      await reader.cancel().catch(() => {});
+      if (error instanceof JsonScanError) {
+        return { ok: false, notJson: true, reason: `body is not JSON: ${error.message}` };
+      }
+      throw error;
+    }
+  }
+
+  if (expected !== undefined && bytes !== expected) {
+    return { ok: false, notJson: false, reason: `body cut off: ${bytes} of ${expected} bytes received` };
+  }
+  try {
+    return { ok: true, result: sink.end(), bytes };
+  } catch (error) {
+    if (error instanceof JsonScanError) {
+      return error.truncated
+        ? { ok: false, notJson: false, reason: `body cut off: ${error.message}` }
+        : { ok: false, notJson: true, reason: `body is not JSON: ${error.message}` };
+    }
+    throw error;
+  }
+}
+
+// The Content-Length of a body that fetch does not decompress, else undefined.
+function identityLength(response: Response): number | undefined {
+  const encoding = response.headers.get("content-encoding");
+  const length = Number(response.headers.get("content-length") ?? Number.NaN);
+  if ((encoding !== null && encoding !== "identity") || !Number.isInteger(length) || length < 0) {
+    return undefined;
+  }
+  return length;
 }
 
 function contentType(response: Response): string {

@@ -1,5 +1,5 @@
 import { readFileSync, statSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import * as v from "valibot";
 import { parseDocument } from "yaml";
 import { DurationError, parseDuration } from "./duration.ts";
@@ -39,6 +39,8 @@ export interface Config {
     queueProtocol: "api" | "amqp";
     /** Absolute path of the JSON state file. */
     stateFile: string;
+    /** Absolute path of the folder of the spool files. @default the state file's folder */
+    spoolDir: string;
     /** Largest bundle sent in one `stixBundlePush`, in MB. @default 10 */
     pushMaxMb: number;
     /** @default false */
@@ -480,6 +482,7 @@ function buildSchema(cwd: string, defaultStateFilePath: string) {
       queue_threshold: v.optional(megabytesSchema, 500),
       queue_protocol: v.optional(queueProtocolSchema, "api"),
       state_file: v.optional(pathSchema, defaultStateFilePath),
+      spool_dir: v.optional(pathSchema),
       push_max_mb: v.optional(megabytesSchema, 10),
       expose_metrics: v.optional(booleanSchema, false),
       metrics_port: v.optional(portSchema, 9095),
@@ -542,6 +545,7 @@ function toConfig(settings: v.InferOutput<SettingsSchema>): Config {
       queueThresholdMb: connector.queue_threshold,
       queueProtocol: connector.queue_protocol,
       stateFile: connector.state_file,
+      spoolDir: connector.spool_dir ?? dirname(connector.state_file),
       pushMaxMb: connector.push_max_mb,
       exposeMetrics: connector.expose_metrics,
       metricsPort: connector.metrics_port,

@@ -13,6 +13,7 @@ import { configureProgress, trackDownloads } from "./progress.ts";
 import { type RunOutcome, type UnclosedWorks, closeAbandonedWorks, closeUnclosedWorks, isoSeconds, runImport } from "./run.ts";
 import { Scheduler } from "./schedule.ts";
 import { type BundleSender, createApiSender } from "./sender.ts";
+import { SpoolFolderError, checkSpoolFolder, removeLeftoverSpoolFiles } from "./spool.ts";
 import { StateFile, parseState } from "./state.ts";
 import { StateSync } from "./state-sync.ts";
 import { CONNECTOR_VERSION, USER_AGENT } from "./version.ts";
@@ -82,6 +83,7 @@ export async function runConnector(config: Config, logger: Logger, options: { on
     run_and_terminate: once,
     duration_period_ms: config.connector.durationPeriodMs,
     state_file: config.connector.stateFile,
+    spool_dir: config.connector.spoolDir,
   });
   if (!config.opencti.sslVerify) {
     logger.warn("OPENCTI_SSL_VERIFY is false: the platform's TLS certificate is not verified (Citalid's still is)");
@@ -106,6 +108,7 @@ export async function runConnector(config: Config, logger: Logger, options: { on
   let pinger: Pinger | undefined;
   let metricsServer: MetricsServer | undefined;
   try {
+    openSpoolFolder(config.connector.spoolDir, logger);
     if (metrics) {
       metricsServer = startMetricsServer(config, metrics, logger);
     }
@@ -200,6 +203,7 @@ export async function runConnector(config: Config, logger: Logger, options: { on
         state: sync,
         logger,
         connectorId: config.connector.id,
+        spoolDir: config.connector.spoolDir,
         stopping: () => shutdown.requested,
         unclosedWorks,
         onVersion: (report) => metrics?.versionImported(report),
@@ -276,6 +280,17 @@ function startMetricsServer(config: Config, metrics: ConnectorMetrics, logger: L
     }
     throw error;
   }
+}
+
+// Checks the spool folder and removes the spool files a killed process
+// left there. A folder that cannot be used stops the connector (exit 2).
+function openSpoolFolder(folder: string, logger: Logger): void {
+  try {
+    checkSpoolFolder(folder);
+  } catch (error) {
+    throw error instanceof SpoolFolderError ? new FatalError(error.message) : error;
+  }
+  removeLeftoverSpoolFiles(folder, logger);
 }
 
 function adoptInitialState(file: StateFile, registration: Registration, logger: Logger) {

@@ -71,6 +71,11 @@ const ERROR_MESSAGES: Record<string, string> = {
 // its response was cut off. `request` sends the operation again on these.
 const TRANSIENT_CODES = new Set(["LOCK_ERROR", "DATABASE_ERROR", "TIMEOUT_ERROR", "RESPONSE_CUT_OFF"]);
 
+/** GraphQL document of `stixBundlePush`, with the variables `$connectorId`, `$bundle` and `$workId`. */
+export const STIX_BUNDLE_PUSH_MUTATION = `mutation ConnectorBundlePush($connectorId: String!, $bundle: String!, $workId: String) {
+        stixBundlePush(connectorId: $connectorId, bundle: $bundle, work_id: $workId)
+      }`;
+
 /**
  * Client of the OpenCTI GraphQL API for one connector: `POST <url>/graphql`
  * with the bearer token, bounded retries with backoff on network errors and
@@ -110,13 +115,15 @@ export class OpenCTIClient {
    * that a retry can fix (LOCK_ERROR, DATABASE_ERROR, TIMEOUT_ERROR) or a
    * response cut off is sent again with backoff, up to `retryLimit` times;
    * network errors and 5xx are retried the same way by the HTTP layer.
+   * `body`, when given, is the request body already serialized as
+   * `{"query", "variables"}` JSON in UTF-8 and is sent in place of those.
    * Raises OpenCTIError.
    */
-  async request<T>(operation: string, query: string, variables: Record<string, unknown> = {}): Promise<T> {
+  async request<T>(operation: string, query: string, variables: Record<string, unknown> = {}, body?: Uint8Array): Promise<T> {
     const attempts = (this.#options.retryLimit ?? 6) + 1;
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.#requestOnce<T>(operation, query, variables);
+        return await this.#requestOnce<T>(operation, query, variables, body);
       } catch (error) {
         if (!(error instanceof OpenCTIError) || !TRANSIENT_CODES.has(error.code) || attempt >= attempts) {
           throw error;
@@ -133,11 +140,12 @@ export class OpenCTIClient {
     }
   }
 
-  async #requestOnce<T>(operation: string, query: string, variables: Record<string, unknown>): Promise<T> {
-    const pending = this.#http.post(this.#endpoint, {
-      json: { query, variables },
-      headers: { authorization: `Bearer ${this.#options.token}` },
-    });
+  async #requestOnce<T>(operation: string, query: string, variables: Record<string, unknown>, body?: Uint8Array): Promise<T> {
+    const authorization = `Bearer ${this.#options.token}`;
+    const pending =
+      body === undefined
+        ? this.#http.post(this.#endpoint, { json: { query, variables }, headers: { authorization } })
+        : this.#http.post(this.#endpoint, { body, headers: { authorization, "content-type": "application/json" } });
     let response: Response;
     try {
       response = await pending;
@@ -296,13 +304,17 @@ export class OpenCTIClient {
 
   /** Pushes one bundle (a JSON string) through `stixBundlePush`. */
   async stixBundlePush(connectorId: string, bundle: string, workId: string): Promise<void> {
-    await this.request(
-      "stixBundlePush",
-      `mutation ConnectorBundlePush($connectorId: String!, $bundle: String!, $workId: String) {
-        stixBundlePush(connectorId: $connectorId, bundle: $bundle, work_id: $workId)
-      }`,
-      { connectorId, bundle, workId },
-    );
+    await this.request("stixBundlePush", STIX_BUNDLE_PUSH_MUTATION, { connectorId, bundle, workId });
+  }
+
+  /**
+   * Pushes one bundle through `stixBundlePush` with the request body
+   * already serialized: {@linkcode STIX_BUNDLE_PUSH_MUTATION} and its
+   * variables as JSON in UTF-8, so that a large bundle is not copied into
+   * another string. The caller keeps `body` unchanged until this resolves.
+   */
+  async stixBundlePushBody(body: Uint8Array): Promise<void> {
+    await this.request("stixBundlePush", STIX_BUNDLE_PUSH_MUTATION, {}, body);
   }
 
   /**

@@ -1,10 +1,11 @@
 import { AuthorReferences } from "./authors.ts";
-import { prepareVersion } from "./bundle.ts";
 import type { CitalidClient } from "./citalid.ts";
 import { OpenCTIError } from "./errors.ts";
 import type { Logger } from "./log.ts";
 import type { OpenCTIClient } from "./opencti.ts";
-import type { BundleSender } from "./sender.ts";
+import type { BundleSender, SendResult } from "./sender.ts";
+import { SpoolReader, VersionSpool } from "./spool.ts";
+import { prepareSpooledVersion } from "./spooled.ts";
 import type { StateSync } from "./state-sync.ts";
 import { selectNewVersions } from "./versions.ts";
 
@@ -36,6 +37,8 @@ export interface RunDependencies {
   state: StateSync;
   logger: Logger;
   connectorId: string;
+  /** Existing folder of the spool files that versions are downloaded into. */
+  spoolDir: string;
   /** Returns true once a shutdown was requested: the run stops after the push under way. */
   stopping: () => boolean;
   /** Called after each version is fully sent and stored. */
@@ -105,14 +108,7 @@ export async function runImport(deps: RunDependencies): Promise<RunOutcome> {
 
       const started = performance.now();
       logger.info("Processing version", { work_id: workId, version_id: versionId });
-      const download = await citalid.downloadVersion(versionId);
-      const prepared = prepareVersion(download.json, versionId);
-      await authors.resolve(prepared.objects, versionId);
-      const result = await deps.sender.send(prepared.objects, {
-        workId,
-        versionId,
-        bundleId: prepared.bundleId,
-      });
+      const { result, objects, bytes } = await importVersion(deps, authors, versionId, workId);
 
       if (state.generation !== generation) {
         // The platform reset the state during the push: storing this
@@ -123,8 +119,8 @@ export async function runImport(deps: RunDependencies): Promise<RunOutcome> {
 
       const report: VersionReport = {
         id: versionId,
-        objects: prepared.objects.length,
-        bytes: download.bytes,
+        objects,
+        bytes,
         bundles: result.bundles,
         dropped: result.dropped,
         ms: Math.round(performance.now() - started),
@@ -163,6 +159,31 @@ export async function runImport(deps: RunDependencies): Promise<RunOutcome> {
       await closeWork(deps, workId, reason, true);
     }
     return { status: "failed", workId, versions: reports, pending, error: failure };
+  }
+}
+
+/**
+ * Downloads one version into a spool file, checks it, resolves its author
+ * references and sends it. The spool file is removed when the send ends,
+ * whether it succeeded or not. Returns the send's figures, the version's
+ * object count with the author, and its size in bytes.
+ */
+async function importVersion(
+  deps: RunDependencies,
+  authors: AuthorReferences,
+  versionId: string,
+  workId: string,
+): Promise<{ result: SendResult; objects: number; bytes: number }> {
+  const spool = new VersionSpool(deps.spoolDir, versionId);
+  deps.logger.debug("Downloading the version into a spool file", { version_id: versionId, path: spool.file.path });
+  try {
+    const download = await deps.citalid.downloadVersionTo(versionId, spool);
+    const version = prepareSpooledVersion(download.result, new SpoolReader(spool.file), versionId);
+    await authors.resolve(version, versionId);
+    const result = await deps.sender.sendSpooled(version, { workId, versionId, bundleId: version.bundleId });
+    return { result, objects: version.objectCount, bytes: download.bytes };
+  } finally {
+    spool.remove();
   }
 }
 

@@ -291,6 +291,8 @@ export class BundleScanner {
       throw new JsonScanError(`the JSON text ${where}`, this.#offset, true);
     }
     const count = this.#count;
+    // Only the scan interns strings, and the map is a large share of the index.
+    this.#stringIndex = new Map();
     return {
       bytes: this.#offset,
       topKind: this.#topKind,

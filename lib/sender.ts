@@ -1,7 +1,9 @@
 import { chunkVersion } from "./bundle.ts";
 import type { Logger } from "./log.ts";
-import type { OpenCTIClient } from "./opencti.ts";
+import { type OpenCTIClient, STIX_BUNDLE_PUSH_MUTATION } from "./opencti.ts";
 import { createProgress } from "./progress.ts";
+import { pushSpooledVersion } from "./push.ts";
+import type { SpooledVersion } from "./spooled.ts";
 import type { StixObject } from "./stix.ts";
 
 /** Figures of one version's send, for logs, work messages and metrics. */
@@ -31,6 +33,11 @@ export interface SendContext {
  */
 export interface BundleSender {
   send(objects: StixObject[], context: SendContext): Promise<SendResult>;
+  /**
+   * Sends a version kept in its spool file as `send` sends its objects,
+   * reading each object back from the file when its bundle is built.
+   */
+  sendSpooled(version: SpooledVersion, context: SendContext): Promise<SendResult>;
   /** Releases connections. Safe to call more than once. */
   close(): Promise<void>;
 }
@@ -92,6 +99,33 @@ export function createApiSender(options: ApiSenderOptions): BundleSender {
         progress.done();
       }
       return { bundles: chunks.length, objects: sentObjects, bytes, dropped: 0 };
+    },
+    async sendSpooled(version, context) {
+      // The bundles are planned as they are sent, so the total is the
+      // version's objects, each counted once.
+      const progress = createProgress({
+        message: "Pushing Citalid version",
+        title: `Pushing ${context.versionId}`,
+        unit: "objects",
+        total: version.items.length,
+        logger: options.logger,
+        attributes: { work_id: context.workId, version_id: context.versionId },
+      });
+      try {
+        const sent = await pushSpooledVersion(version, {
+          send: (body) => options.opencti.stixBundlePushBody(body),
+          request: { query: STIX_BUNDLE_PUSH_MUTATION, connectorId: options.connectorId, workId: context.workId },
+          maxRequestBytes: options.maxBundleBytes,
+          logger: options.logger,
+          onBundle: (plan) => {
+            options.onBundle?.(plan.jsonBytes);
+            progress.advance(plan.versionObjects);
+          },
+        });
+        return { bundles: sent.bundles, objects: sent.objects, bytes: sent.bytes, dropped: 0 };
+      } finally {
+        progress.done();
+      }
     },
     async close() {},
   };

@@ -5,6 +5,7 @@
  */
 import { accessSync, closeSync, constants as fsConstants, fchmodSync, ftruncateSync, openSync, readdirSync, readSync, rmSync, statSync, writeSync } from "node:fs";
 import { join } from "node:path";
+import { RunError } from "./errors.ts";
 import type { Logger } from "./log.ts";
 import { BundleScanner, type ScannedBundle } from "./scan.ts";
 
@@ -13,6 +14,11 @@ export const SPOOL_SUFFIX = ".spool";
 
 // citalid-<version id>-<pid>-<8 hex digits>.spool
 const SPOOL_NAME = /^citalid-.*-(\d+)-[0-9a-f]{8}\.spool$/;
+
+/** A spool file that cannot be written, such as on a full disk. The next run may succeed. */
+export class SpoolWriteError extends RunError {
+  override name = "SpoolWriteError";
+}
 
 /** A spool folder that is missing or not writable. */
 export class SpoolFolderError extends Error {
@@ -148,6 +154,14 @@ export class SpoolFile {
   }
 }
 
+/** A file that {@linkcode SpoolReader} reads byte ranges of, such as a {@linkcode SpoolFile}. */
+export interface RangeFile {
+  /** Size in bytes. */
+  readonly size: number;
+  /** Reads bytes [start, end) into `target` at `offset`. */
+  readInto(start: number, end: number, target: Uint8Array, offset?: number): void;
+}
+
 /** Options of {@linkcode SpoolReader}. */
 export interface SpoolReaderOptions {
   /** Size of a cached block, in bytes. @default 1048576 */
@@ -163,13 +177,13 @@ export interface SpoolReaderOptions {
  * Memory is at most `blockBytes × blocks` plus the range being read.
  */
 export class SpoolReader {
-  readonly #file: SpoolFile;
+  readonly #file: RangeFile;
   readonly #blockBytes: number;
   readonly #maxBlocks: number;
   /** Cached blocks by index, each a view of `blockBytes` bytes of memory. */
   readonly #blocks = new Map<number, { memory: Buffer; bytes: Buffer }>();
 
-  constructor(file: SpoolFile, options: SpoolReaderOptions = {}) {
+  constructor(file: RangeFile, options: SpoolReaderOptions = {}) {
     this.#file = file;
     this.#blockBytes = options.blockBytes ?? 1 << 20;
     this.#maxBlocks = Math.max(1, options.blocks ?? 8);
@@ -237,9 +251,16 @@ export class VersionSpool {
   #head: Uint8Array[] = [];
   #headBytes = 0;
 
-  /** Creates the spool file in `folder`. Raises the file system's error. */
+  /** Creates the spool file in `folder`. Raises SpoolWriteError when it cannot be created. */
   constructor(folder: string, versionId: string) {
-    this.file = SpoolFile.create(folder, versionId);
+    try {
+      this.file = SpoolFile.create(folder, versionId);
+    } catch (error) {
+      throw new SpoolWriteError(
+        `Cannot create a spool file for version ${versionId} in ${folder}: ${(error as Error).message}. Check that the folder exists and is writable, or set CONNECTOR_SPOOL_DIR`,
+        { cause: error },
+      );
+    }
   }
 
   /** Empties the file and resets the scanner for a new attempt. */
@@ -252,7 +273,7 @@ export class VersionSpool {
 
   /**
    * Writes and scans the next chunk. Raises JsonScanError when the bytes
-   * cannot be JSON, and the file system's error when the write fails.
+   * cannot be JSON, and SpoolWriteError when the write fails.
    */
   write(chunk: Uint8Array): void {
     if (this.#headBytes < HEAD_BYTES) {
@@ -260,7 +281,14 @@ export class VersionSpool {
       this.#head.push(part);
       this.#headBytes += part.length;
     }
-    this.file.write(chunk);
+    try {
+      this.file.write(chunk);
+    } catch (error) {
+      throw new SpoolWriteError(
+        `Cannot write the spool file ${this.file.path} at byte ${this.file.size}: ${(error as Error).message}. Free disk space there or set CONNECTOR_SPOOL_DIR to a larger folder`,
+        { cause: error },
+      );
+    }
     this.#scanner.write(chunk);
   }
 

@@ -25,6 +25,11 @@ export const SOURCE_ITEM: unique symbol = Symbol("spooled item");
 // created_by_ref states besides a string index.
 const MISSING = -3;
 
+// Change made to an item's created_by_ref when it is read back.
+const AUTHOR_KEEP = 0;
+const AUTHOR_ADD = 1;
+const AUTHOR_REPLACE = 2;
+
 /**
  * Checks a scanned version as `prepareVersion` does and returns it ready to
  * send. Raises BundleError with the same messages.
@@ -46,6 +51,7 @@ export function prepareSpooledVersion(scan: ScannedBundle, reader: ByteRangeRead
   const createdByKey = strings.indexOf("created_by_ref");
   const kept: number[] = [];
   const needsAuthor = new Uint8Array(scan.count);
+  const createdBy = new Int32Array(scan.count).fill(MISSING);
   for (let item = 0; item < scan.count; item++) {
     if (scan.kind[item] !== JsonKind.object) {
       throw new BundleError(versionId, `objects[${item}] is not an object`);
@@ -62,15 +68,17 @@ export function prepareSpooledVersion(scan: ScannedBundle, reader: ByteRangeRead
     if (strings[idIndex] === AUTHOR_ID) {
       continue;
     }
-    if (takesAuthor(type)) {
-      const createdBy = createdByKey < 0 ? MISSING : lastTopRef(scan, item, createdByKey);
-      needsAuthor[item] = createdBy === MISSING || createdBy === NULL_VALUE ? 1 : 0;
+    if (createdByKey >= 0) {
+      createdBy[item] = lastTopRef(scan, item, createdByKey);
+    }
+    if (takesAuthor(type) && (createdBy[item] === MISSING || createdBy[item] === NULL_VALUE)) {
+      needsAuthor[item] = AUTHOR_ADD;
     }
     kept.push(item);
   }
 
   const bundleId = scan.id ?? `bundle--${crypto.randomUUID()}`;
-  return new SpooledVersion(versionId, bundleId, scan, reader, Int32Array.from(kept), needsAuthor);
+  return new SpooledVersion(versionId, bundleId, scan, reader, Int32Array.from(kept), needsAuthor, createdBy);
 }
 
 /**
@@ -85,15 +93,27 @@ export class SpooledVersion {
   /** Items sent, in bundle order: all but those with the author's id. */
   readonly items: Int32Array;
   readonly #reader: ByteRangeReader;
+  /** AUTHOR_KEEP, AUTHOR_ADD or AUTHOR_REPLACE, by item. */
   readonly #needsAuthor: Uint8Array;
+  /** String index of each item's `created_by_ref` as served, or MISSING, NULL_VALUE, OTHER_VALUE. */
+  readonly #createdBy: Int32Array;
 
-  constructor(versionId: string, bundleId: string, scan: ScannedBundle, reader: ByteRangeReader, items: Int32Array, needsAuthor: Uint8Array) {
+  constructor(
+    versionId: string,
+    bundleId: string,
+    scan: ScannedBundle,
+    reader: ByteRangeReader,
+    items: Int32Array,
+    needsAuthor: Uint8Array,
+    createdBy: Int32Array,
+  ) {
     this.versionId = versionId;
     this.bundleId = bundleId;
     this.scan = scan;
     this.items = items;
     this.#reader = reader;
     this.#needsAuthor = needsAuthor;
+    this.#createdBy = createdBy;
   }
 
   /** Objects of the version with the author identity: the length of `prepareVersion`'s objects. */
@@ -113,13 +133,49 @@ export class SpooledVersion {
 
   /** Returns true when the author becomes the item's `created_by_ref`. */
   needsAuthor(item: number): boolean {
-    return this.#needsAuthor[item] === 1;
+    return this.#needsAuthor[item] !== AUTHOR_KEEP;
   }
 
-  /** Reads an item and returns it with the author added, as `prepareVersion` does. */
+  /** Returns the ids of the version's identities. */
+  *identityIds(): Generator<string> {
+    for (const item of this.items) {
+      if (this.type(item) === "identity") {
+        yield this.id(item);
+      }
+    }
+  }
+
+  /** Returns the string `created_by_ref` of each object that keeps the one it was served with. */
+  *authorRefs(): Generator<string> {
+    for (const item of this.items) {
+      const createdBy = this.#createdBy[item]!;
+      if (this.#needsAuthor[item] === AUTHOR_KEEP && createdBy >= 0) {
+        yield this.scan.strings[createdBy]!;
+      }
+    }
+  }
+
+  /**
+   * Makes the author the `created_by_ref` of every object whose served
+   * `created_by_ref` is in `unknown`, when it is read back. Returns the
+   * number of objects changed.
+   */
+  replaceAuthorRefs(unknown: ReadonlySet<string>): number {
+    let replaced = 0;
+    for (const item of this.items) {
+      const createdBy = this.#createdBy[item]!;
+      if (this.#needsAuthor[item] === AUTHOR_KEEP && createdBy >= 0 && unknown.has(this.scan.strings[createdBy]!)) {
+        this.#needsAuthor[item] = AUTHOR_REPLACE;
+        replaced++;
+      }
+    }
+    return replaced;
+  }
+
+  /** Reads an item and returns it with the author added or replaced, as `prepareVersion` and `AuthorReferences` do. */
   object(item: number): StixObject {
     const object = JSON.parse(this.#raw(item)) as StixObject;
-    if (this.#needsAuthor[item] === 1) {
+    if (this.#needsAuthor[item] !== AUTHOR_KEEP) {
       object.created_by_ref = AUTHOR_ID;
     }
     return object;
@@ -131,7 +187,7 @@ export class SpooledVersion {
    * parse. Any other item is parsed and serialized again without whitespace.
    */
   text(item: number): string {
-    if (this.#needsAuthor[item] === 0 && (this.scan.flags[item]! & FLAG_WHITESPACE) === 0) {
+    if (this.#needsAuthor[item] === AUTHOR_KEEP && (this.scan.flags[item]! & FLAG_WHITESPACE) === 0) {
       return this.#raw(item);
     }
     return JSON.stringify(this.object(item));
@@ -254,7 +310,7 @@ export class SpooledVersion {
           p += 2;
         }
       }
-      if (this.#needsAuthor[item] === 1) {
+      if (this.#needsAuthor[item] !== AUTHOR_KEEP) {
         light.created_by_ref = AUTHOR_ID;
       }
       light[SOURCE_ITEM] = item;
@@ -313,6 +369,8 @@ export interface ChunkEncoding {
   bytes(piece: string): number;
   /** Returns the bytes of an empty bundle with this id, everything around it included. */
   envelopeBytes(bundleId: string): number;
+  /** Upper bound of a piece's bytes per byte of the JSON text it is made from. */
+  maxGrowth: number;
 }
 
 /** Bundle JSON as it is: `maxBytes` bounds the bundle's JSON text. */
@@ -320,7 +378,16 @@ export const BUNDLE_JSON: ChunkEncoding = {
   piece: (text) => text,
   bytes: (piece) => Buffer.byteLength(piece),
   envelopeBytes: (bundleId) => Buffer.byteLength(wrap(bundleId, [])),
+  maxGrowth: 1,
 };
+
+// Upper bound of an object's JSON text, per byte served, once parsed and
+// serialized again. A number grows at most 5.25 times, from "1e20" to
+// "100000000000000000000". An invalid UTF-8 byte becomes U+FFFD, 3 bytes.
+// Nothing else grows.
+const TEXT_GROWTH = 5.25;
+// Bytes that `"created_by_ref":"<author id>",` adds to an object, rounded up.
+const AUTHOR_REF_BYTES = 80;
 
 /** One bundle planned by {@linkcode planChunks}: its pieces in the chosen encoding. */
 export interface ChunkPlan {
@@ -337,10 +404,11 @@ export interface ChunkPlan {
 
 /**
  * Cuts a spooled version into bundles of at most `maxBytes` in `encoding`.
- * The rules are those of `chunkVersion` once a version is over the limit:
- * objects in dependency order, each bundle with the author identity and the
- * marking definitions its objects reference, unreferenced marking
- * definitions last, and an id served twice sent once, with the last text.
+ * The rules are those of `chunkVersion` once a version is over the limit.
+ * Objects go in dependency order, and each bundle carries the author
+ * identity and the marking definitions its objects reference. Unreferenced
+ * marking definitions go last, and an id served twice is sent once, with
+ * the last text.
  * A version under the limit is one bundle with the version's bundle id, in
  * dependency order too, where `chunkVersion` keeps the served order and
  * both copies of a duplicate id. Bundles are planned one at a time as the
@@ -399,8 +467,11 @@ export function* planChunks(version: SpooledVersion, maxBytes: number, encoding:
     return { bundleId: chunkId, pieces: [authorPiece, ...markingPieces, ...pieces], bytes: size, jsonBytes, versionObjects };
   };
 
+  const order = dependencyOrder(version, others, lastItem);
+  checkAloneSizes(version, order, lastItem, { maxBytes, encoding, markings, objectMarkingKey, authorBytes });
+
   startChunk();
-  for (const item of dependencyOrder(version, others, lastItem)) {
+  for (const item of order) {
     // Duplicate ids: the last object's text, as chunkVersion's textById.
     const text = version.text(lastItem[version.scan.idOf[item]!]!);
     const piece = encoding.piece(text);
@@ -459,6 +530,57 @@ export function* planChunks(version: SpooledVersion, maxBytes: number, encoding:
     versionObjects++;
   }
   yield flush();
+}
+
+/**
+ * Raises BundleError, before any bundle is planned, for the first object in
+ * `order` or marking definition that does not fit in a bundle alone, so
+ * that a version that cannot be sent is not sent in part. An object is read
+ * only when an upper bound of its size from its byte range is over the
+ * limit, so the check costs no read for objects far below it.
+ */
+function checkAloneSizes(
+  version: SpooledVersion,
+  order: Int32Array,
+  lastItem: Int32Array,
+  limits: {
+    maxBytes: number;
+    encoding: ChunkEncoding;
+    markings: Map<number, { bytes: number }>;
+    objectMarkingKey: number;
+    authorBytes: number;
+  },
+): void {
+  const { maxBytes, encoding, markings } = limits;
+  const envelope =
+    Math.max(encoding.envelopeBytes(version.bundleId), encoding.envelopeBytes(chunkBundleId(version.bundleId, 1))) + limits.authorBytes;
+
+  for (const [id, marking] of markings) {
+    if (envelope + marking.bytes + 1 > maxBytes) {
+      throw new BundleError(
+        version.versionId,
+        `marking definition ${version.scan.strings[id]} alone needs ${marking.bytes + 1} bytes with the author, more than the ${maxBytes}-byte push limit: raise CONNECTOR_PUSH_MAX_MB`,
+      );
+    }
+  }
+
+  const { start, end, idOf } = version.scan;
+  for (const item of order) {
+    const textItem = lastItem[idOf[item]!]!;
+    const referenced = version.markingRefs(item, limits.objectMarkingKey).filter((id) => markings.has(id));
+    const markingBytes = referenced.reduce((sum, id) => sum + markings.get(id)!.bytes + 1, 0);
+    const bound = encoding.maxGrowth * (TEXT_GROWTH * (end[textItem]! - start[textItem]!) + AUTHOR_REF_BYTES) + 1;
+    if (envelope + markingBytes + bound <= maxBytes) {
+      continue;
+    }
+    const extra = encoding.bytes(encoding.piece(version.text(textItem))) + 1 + markingBytes;
+    if (envelope + extra > maxBytes) {
+      throw new BundleError(
+        version.versionId,
+        `object ${version.id(item)} alone needs ${extra} bytes with the author and its markings, more than the ${maxBytes}-byte push limit: raise CONNECTOR_PUSH_MAX_MB`,
+      );
+    }
+  }
 }
 
 /**
@@ -583,6 +705,9 @@ export function pushRequestEncoding(fields: PushRequestFields): ChunkEncoding {
     piece: escapeJson,
     bytes: (piece) => Buffer.byteLength(piece),
     envelopeBytes: (bundleId) => outside + Buffer.byteLength(escapeJson(bundlePrefix(bundleId))) + BUNDLE_SUFFIX.length,
+    // Escaping doubles `"` and `\`. The texts hold no raw control
+    // characters (invalid in JSON strings), so no character grows more.
+    maxGrowth: 2,
   };
 }
 

@@ -88,6 +88,7 @@ describe("loadConfig defaults", () => {
         queueThresholdMb: 500,
         queueProtocol: "api",
         stateFile: join(directory, "state.json"),
+        spoolDir: directory,
         pushMaxMb: 10,
         exposeMetrics: false,
         metricsPort: 9095,
@@ -116,6 +117,7 @@ describe("loadConfig defaults", () => {
       CONNECTOR_QUEUE_THRESHOLD: "250.5",
       CONNECTOR_QUEUE_PROTOCOL: "amqp",
       CONNECTOR_STATE_FILE: "data/state.json",
+      CONNECTOR_SPOOL_DIR: "spool",
       CONNECTOR_PUSH_MAX_MB: "4",
       CONNECTOR_EXPOSE_METRICS: "1",
       CONNECTOR_METRICS_PORT: "9100",
@@ -143,6 +145,7 @@ describe("loadConfig defaults", () => {
     expect(config.connector.queueThresholdMb).toBe(250.5);
     expect(config.connector.queueProtocol).toBe("amqp");
     expect(config.connector.stateFile).toBe(join(directory, "data", "state.json"));
+    expect(config.connector.spoolDir).toBe(join(directory, "spool"));
     expect(config.connector.pushMaxMb).toBe(4);
     expect(config.connector.exposeMetrics).toBe(true);
     expect(config.connector.metricsPort).toBe(9100);
@@ -1148,6 +1151,38 @@ describe("loadConfig state file", () => {
   });
 });
 
+describe("loadConfig spool folder", () => {
+  test("defaults to the state file's folder", () => {
+    const { config } = load({ CONNECTOR_STATE_FILE: "/srv/citalid/state.json" });
+
+    expect(config.connector.spoolDir).toBe("/srv/citalid");
+  });
+
+  test("follows STATE_DIRECTORY", () => {
+    const { config } = load({ STATE_DIRECTORY: "/var/lib/citalid-connector" });
+
+    expect(config.connector.spoolDir).toBe("/var/lib/citalid-connector");
+  });
+
+  test("CONNECTOR_SPOOL_DIR overrides the default", () => {
+    const { config } = load({ CONNECTOR_STATE_FILE: "/srv/state.json", CONNECTOR_SPOOL_DIR: "/mnt/spool" });
+
+    expect(config.connector.spoolDir).toBe("/mnt/spool");
+  });
+
+  test("relative folder resolves against cwd", () => {
+    const { config } = load({ CONNECTOR_SPOOL_DIR: "./spool" });
+
+    expect(config.connector.spoolDir).toBe(join(directory, "spool"));
+  });
+
+  test("reads connector.spool_dir from config.yml", () => {
+    writeConfig("connector:\n  spool_dir: /mnt/spool\n");
+
+    expect(load().config.connector.spoolDir).toBe("/mnt/spool");
+  });
+});
+
 describe("loadConfig CA file", () => {
   const pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
 
@@ -1238,6 +1273,7 @@ describe("config.yml.sample", () => {
     "CONNECTOR_QUEUE_THRESHOLD",
     "CONNECTOR_QUEUE_PROTOCOL",
     "CONNECTOR_STATE_FILE",
+    "CONNECTOR_SPOOL_DIR",
     "CONNECTOR_PUSH_MAX_MB",
     "CONNECTOR_EXPOSE_METRICS",
     "CONNECTOR_METRICS_PORT",

@@ -52,6 +52,7 @@ function run(overrides: { sender?: BundleSender; stopping?: () => boolean } = {}
     state: sync,
     logger,
     connectorId: CONNECTOR_ID,
+    spoolDir: tempDir(),
     stopping: overrides.stopping ?? (() => false),
   });
 }
@@ -101,9 +102,10 @@ describe("runImport", () => {
   test("shutdown stops after the current version", async () => {
     let sends = 0;
     const sender: BundleSender = {
-      send: async (objects, context) => {
+      send: (objects, context) => apiSender.send(objects, context),
+      sendSpooled: async (version, context) => {
         sends++;
-        return apiSender.send(objects, context);
+        return apiSender.sendSpooled(version, context);
       },
       close: async () => {},
     };
@@ -119,8 +121,9 @@ describe("runImport", () => {
 
   test("reset during a push stores no cursor", async () => {
     const sender: BundleSender = {
-      send: async (objects, context) => {
-        const result = await apiSender.send(objects, context);
+      send: (objects, context) => apiSender.send(objects, context),
+      sendSpooled: async (version, context) => {
+        const result = await apiSender.sendSpooled(version, context);
         if (context.versionId === "20250102") {
           sync.adoptRemote(null);
         }

@@ -250,6 +250,25 @@ describe("chunkSpooledVersion", () => {
     expect(error.message).toContain("raise CONNECTOR_PUSH_MAX_MB");
   });
 
+  test("object over the limit raises first", () => {
+    const plans = planChunks(spooled(fixtureText("17.0")), 100_000);
+
+    expect(() => plans.next()).toThrow(BundleError);
+  });
+
+  test("grown numbers are measured exactly", () => {
+    // 2,000 numbers of 4 bytes that JSON.stringify writes with 21 digits.
+    // A small object first, so that planning alone would send a bundle before it met the grown one.
+    const small = { type: "tool", id: `tool--${uuid(2)}`, name: "first" };
+    const grown = { type: "malware", id: `malware--${uuid(1)}`, x_values: "1e20,".repeat(2_000).slice(0, -1) };
+    const text = JSON.stringify({ type: "bundle", objects: [small, grown] }).replace(/"x_values":"([^"]*)"/, '"x_values":[$1]');
+
+    const error = bundleErrorOf(() => planChunks(spooled(text), 30_000).next());
+
+    expect(Buffer.byteLength(text)).toBeLessThan(12_000);
+    expect(error.message).toContain(`object malware--${uuid(1)} alone needs`);
+  });
+
   test("plans count each object once", () => {
     const text = fixtureText("18.0");
     const version = spooled(text);
