@@ -322,7 +322,7 @@ export class CitalidClient {
       const status = error.response.status;
       const data = typeof error.data === "string" ? error.data : JSON.stringify(error.data ?? "");
       return new CitalidError(
-        `Failed to ${action}: HTTP ${status} on ${path}${subject}: ${excerpt(data)}`,
+        `Failed to ${action}: HTTP ${status} on ${this.#options.url}${path}${subject}: ${excerpt(data)}`,
         { path, status, versionId, cause: error },
       );
     }
@@ -334,14 +334,14 @@ export class CitalidClient {
       return new CitalidError(`Failed to ${action}: ${message}`, { path, versionId, cause: error, retryable: false });
     }
     if (isTimeoutError(error)) {
-      return new CitalidError(`Failed to ${action}: timed out on ${path}${subject}`, {
+      return new CitalidError(`Failed to ${action}: timed out on ${this.#options.url}${path}${subject}`, {
         path,
         versionId,
         cause: error,
       });
     }
     const reason = isTransientNetworkError(error) ? describeHttpFailure(error) : String(error);
-    return new CitalidError(`Failed to ${action}: ${reason} on ${path}${subject}`, {
+    return new CitalidError(`Failed to ${action}: ${reason} on ${this.#options.url}${path}${subject}`, {
       path,
       versionId,
       cause: error,

@@ -1008,7 +1008,17 @@ function checkRiskySettings(config: Config, raw: RawSettings): string[] {
     const months = /^\s*P(\d+(?:\.\d+)?)M\s*$/i.exec(period)?.[1] ?? "30";
     warnings.push(
       `CONNECTOR_DURATION_PERIOD (connector.duration_period) is ${JSON.stringify(period)}, ` +
-        `which counts months (M before T), so write PT${months}M for ${months} minutes`,
+        `which counts months (M before T), so write PT${months}M for ${months} minute(s)`,
+    );
+  }
+
+  // A period of seconds is most often a typo for hours (PT1S for PT1H), and
+  // it logs in to Citalid at that rate.
+  const periodMs = config.connector.durationPeriodMs;
+  if (periodMs > 0 && periodMs < 60_000) {
+    warnings.push(
+      `CONNECTOR_DURATION_PERIOD (connector.duration_period) is ${JSON.stringify(period ?? "")}, ` +
+        `a run every ${periodMs / 1000} s, which logs in to Citalid at that rate: use PT1H or more unless this is a test`,
     );
   }
 

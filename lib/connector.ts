@@ -33,6 +33,8 @@ export interface Timings {
   startupMaxDelayMs: number;
   /** Time a shutdown may take before the process exits anyway, in milliseconds. @default 9000 */
   shutdownGraceMs: number;
+  /** Time a one-shot run waits for the platform at start-up before it fails, in milliseconds. @default 900000 */
+  onceStartupTimeoutMs: number;
   /**
    * Time allowed for the response headers of one Citalid request, and for
    * the body of a response other than a download, in milliseconds. @default 30000
@@ -57,6 +59,7 @@ export const DEFAULT_TIMINGS: Timings = {
   citalidDownloadTimeoutMs: 3_600_000,
   openctiTimeoutMs: 300_000,
   progressIntervalMs: 10_000,
+  onceStartupTimeoutMs: 900_000,
 };
 
 /** A failure that restarting the process does not fix; the process exits with code 2. */
@@ -104,6 +107,7 @@ export async function runConnector(config: Config, logger: Logger, options: { on
   file.open();
 
   const shutdown = new Shutdown(logger, timings.shutdownGraceMs);
+  shutdown.releaseLock = () => file.close();
   let sender: BundleSender | undefined;
   let pinger: Pinger | undefined;
   let metricsServer: MetricsServer | undefined;
@@ -124,7 +128,7 @@ export async function runConnector(config: Config, logger: Logger, options: { on
       pushMaxMb: config.connector.pushMaxMb,
     });
 
-    const platformVersion = await waitForPlatform(opencti, logger, timings, shutdown);
+    const platformVersion = await waitForPlatform(opencti, logger, timings, shutdown, once);
     if (platformVersion === undefined) {
       return EXIT.ok;
     }
@@ -194,6 +198,16 @@ export async function runConnector(config: Config, logger: Logger, options: { on
     let fatal: Error | undefined;
     const activeSender = sender;
     const unclosedWorks: UnclosedWorks = new Map();
+    let currentWork: string | undefined;
+    shutdown.beforeForcedExit = async () => {
+      if (currentWork) {
+        await opencti.workToProcessed(
+          currentWork,
+          `Run interrupted by a shutdown during a push; the next run resumes after ${sync.state?.last_loaded_bundle_id ?? "no version"}`,
+          false,
+        );
+      }
+    };
     const runOnce = async (): Promise<RunOutcome> => {
       metrics?.runStarted();
       const outcome = await runImport({
@@ -207,7 +221,11 @@ export async function runConnector(config: Config, logger: Logger, options: { on
         stopping: () => shutdown.requested,
         unclosedWorks,
         onVersion: (report) => metrics?.versionImported(report),
+        onWork: (workId) => {
+          currentWork = workId;
+        },
       });
+      currentWork = undefined;
       downloads.finish();
       metrics?.runFinished(outcome);
       if (outcome.error instanceof OpenCTIError && outcome.error.code === "AUTH_REQUIRED") {
@@ -224,10 +242,19 @@ export async function runConnector(config: Config, logger: Logger, options: { on
       }
       lastRunOnce = isoSeconds(new Date());
       await closeUnclosedWorks(opencti, unclosedWorks, logger);
-      await pinger.ping().catch(() => {});
+      const stateSent = await finalPing(pinger, shutdown, timings);
       logger.info("Closing run and terminate", { status: outcome.status });
       if (fatal) {
         throw fatal;
+      }
+      if (!stateSent) {
+        // The platform's state wins at the next start, so without this ping
+        // the next run would import the versions of this one again.
+        logger.error("The final connector state did not reach the platform: the next run imports this run's versions again", {
+          last_loaded_bundle_id: sync.state?.last_loaded_bundle_id ?? null,
+          state_file: config.connector.stateFile,
+        });
+        return EXIT.failed;
       }
       return outcome.status === "failed" ? EXIT.failed : EXIT.ok;
     }
@@ -311,7 +338,27 @@ function adoptInitialState(file: StateFile, registration: Registration, logger: 
   return remote;
 }
 
-async function waitForPlatform(opencti: OpenCTIClient, logger: Logger, timings: Timings, shutdown: Shutdown): Promise<string | undefined> {
+// Sends the last ping of a one-shot run, with a few attempts because no
+// later ping would carry the state. Returns true once the platform has it.
+async function finalPing(pinger: Pinger, shutdown: Shutdown, timings: Timings): Promise<boolean> {
+  for (let attempt = 1; attempt <= 5; attempt++) {
+    try {
+      await pinger.ping();
+      return true;
+    } catch {
+      if (attempt === 5 || (await shutdown.sleep(timings.retryDelayMs * 2 ** (attempt - 1)))) {
+        return false;
+      }
+    }
+  }
+  return false;
+}
+
+// Waits for the platform without end in scheduled mode, so that a platform
+// that boots slowly never sends the connector into a restart loop. A one-shot
+// run gives up after `onceStartupTimeoutMs`, so a timer or cron job ends.
+async function waitForPlatform(opencti: OpenCTIClient, logger: Logger, timings: Timings, shutdown: Shutdown, once: boolean): Promise<string | undefined> {
+  const deadline = Date.now() + timings.onceStartupTimeoutMs;
   for (let attempt = 1; ; attempt++) {
     try {
       return await opencti.platformVersion();
@@ -319,9 +366,14 @@ async function waitForPlatform(opencti: OpenCTIClient, logger: Logger, timings: 
       if (error instanceof OpenCTIError && !error.retryable) {
         throw new FatalError(error.message);
       }
+      if (once && Date.now() >= deadline) {
+        throw new Error(
+          `OpenCTI was not reachable within ${Math.round(timings.onceStartupTimeoutMs / 1000)} s of start-up, so this one-shot run gives up: ${(error as Error).message}`,
+        );
+      }
       const delay = Math.min(timings.retryDelayMs * 2 ** (attempt - 1), timings.startupMaxDelayMs);
       logger.warn("OpenCTI is not reachable yet, waiting before the next attempt", {
-        attempt,
+        wait_attempt: attempt,
         delay_ms: delay,
         reason: (error as Error).message,
       });
@@ -412,6 +464,10 @@ class Shutdown {
   #sleepers = new Set<() => void>();
   #graceTimer: ReturnType<typeof setTimeout> | undefined;
   requested = false;
+  /** Closes the work of the run under way; called before a forced exit. */
+  beforeForcedExit: (() => Promise<void>) | undefined;
+  /** Releases the state file lock; called before any forced exit. */
+  releaseLock: (() => void) | undefined;
   readonly #handler = (signal: NodeJS.Signals) => this.#onSignal(signal);
 
   constructor(logger: Logger, graceMs: number) {
@@ -462,6 +518,7 @@ class Shutdown {
   #onSignal(signal: NodeJS.Signals): void {
     if (this.requested) {
       this.#logger.warn("Second signal received, exiting at once", { signal });
+      this.releaseLock?.();
       process.exit(EXIT.failed);
     }
     this.requested = true;
@@ -470,10 +527,14 @@ class Shutdown {
       wake();
     }
     this.#resolve?.(signal);
-    this.#graceTimer = setTimeout(() => {
+    this.#graceTimer = setTimeout(async () => {
       this.#logger.warn("Shutdown took too long, exiting with the push under way unfinished", {
         grace_ms: this.#graceMs,
       });
+      // The work is closed and the lock released, each within a short time,
+      // so that neither is left behind by this exit.
+      await Promise.race([this.beforeForcedExit?.().catch(() => {}), Bun.sleep(800)]);
+      this.releaseLock?.();
       process.exit(EXIT.ok);
     }, this.#graceMs);
     this.#graceTimer.unref?.();
@@ -506,6 +567,7 @@ export function timingsFromEnv(env: Record<string, string | undefined>): Partial
   read("CONNECTOR_PING_INTERVAL_MS", "pingIntervalMs");
   read("CONNECTOR_BUFFERING_RECHECK_MS", "bufferingRecheckMs");
   read("CONNECTOR_SHUTDOWN_GRACE_MS", "shutdownGraceMs");
+  read("CONNECTOR_ONCE_STARTUP_TIMEOUT_MS", "onceStartupTimeoutMs");
   read("CONNECTOR_CITALID_TIMEOUT_MS", "citalidTimeoutMs");
   read("CONNECTOR_CITALID_DOWNLOAD_TIMEOUT_MS", "citalidDownloadTimeoutMs");
   read("CONNECTOR_OPENCTI_TIMEOUT_MS", "openctiTimeoutMs");

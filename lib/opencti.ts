@@ -402,9 +402,12 @@ export class OpenCTIClient {
         );
       }
       const contentType = error.response.headers.get("content-type") ?? "";
-      if (status === 404 || status === 405 || contentType.includes("text/html")) {
+      // A 5xx page comes from the platform or a reverse proxy in front of it
+      // while the platform restarts, so it is retried below whatever its type.
+      const transient = status >= 500 || status === 429 || status === 408;
+      if (status === 404 || status === 405 || (!transient && contentType.includes("text/html"))) {
         return new OpenCTIError(
-          `${this.#endpoint} is not an OpenCTI GraphQL endpoint (HTTP ${status} on ${operation}: ${excerpt(body)}): check OPENCTI_URL`,
+          `${this.#endpoint} is not an OpenCTI GraphQL endpoint (HTTP ${status} on ${operation}: ${excerpt(body)}): ${this.#urlHint()}`,
           { code: "NOT_GRAPHQL", operation, retryable: false },
         );
       }
@@ -412,7 +415,7 @@ export class OpenCTIClient {
         code: `HTTP_${status}`,
         operation,
         cause: error,
-        retryable: status >= 500 || status === 429 || status === 408,
+        retryable: transient,
       });
     }
     if (tlsProblem(error) !== undefined) {
@@ -442,10 +445,17 @@ export class OpenCTIClient {
     });
   }
 
+  #urlHint(): string {
+    if (/\/graphql$/i.test(this.#options.url.replace(/\/+$/, ""))) {
+      return "check OPENCTI_URL: give the platform's base URL without /graphql, which the connector adds";
+    }
+    return "check OPENCTI_URL";
+  }
+
   #notGraphQL(operation: string, response: Response, text: string): OpenCTIError {
     const contentType = response.headers.get("content-type") ?? "no content type";
     return new OpenCTIError(
-      `${this.#endpoint} is not an OpenCTI GraphQL endpoint: ${operation} got HTTP ${response.status} with ${contentType} (${excerpt(text)}): check OPENCTI_URL`,
+      `${this.#endpoint} is not an OpenCTI GraphQL endpoint: ${operation} got HTTP ${response.status} with ${contentType} (${excerpt(text)}): ${this.#urlHint()}`,
       { code: "NOT_GRAPHQL", operation, retryable: false },
     );
   }

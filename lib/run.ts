@@ -43,6 +43,8 @@ export interface RunDependencies {
   stopping: () => boolean;
   /** Called after each version is fully sent and stored. */
   onVersion?: (report: VersionReport) => void;
+  /** Called once the run's work exists, with its id; and with undefined when the run ends. */
+  onWork?: (workId: string | undefined) => void;
   /** Returns the current time. @default () => new Date() */
   now?: () => Date;
   /**
@@ -96,6 +98,7 @@ export async function runImport(deps: RunDependencies): Promise<RunOutcome> {
     }
 
     workId = await opencti.workAdd(deps.connectorId, `Citalid run @ ${isoSeconds(startedAt)}`);
+    deps.onWork?.(workId);
     logger.info("Initiated work", { work_id: workId, versions: pending });
 
     for (const versionId of pending) {

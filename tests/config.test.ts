@@ -642,7 +642,7 @@ describe("loadConfig duration inputs", () => {
 
     expect(config.connector.durationPeriodMs).toBe(900 * DAY);
     expect(warnings).toEqual([
-      'CONNECTOR_DURATION_PERIOD (connector.duration_period) is "P30M", which counts months (M before T), so write PT30M for 30 minutes',
+      'CONNECTOR_DURATION_PERIOD (connector.duration_period) is "P30M", which counts months (M before T), so write PT30M for 30 minute(s)',
     ]);
   });
 
