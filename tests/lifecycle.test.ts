@@ -1,0 +1,106 @@
+/**
+ * End-to-end: how the process starts, waits and ends when the platform
+ * misbehaves around a run.
+ */
+import { afterEach, beforeEach, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { existsSync } from "node:fs";
+import { runConnectorOnce, startConnector } from "./helpers/connector.ts";
+import { type Scenario, smallVersions, startScenario, waitFor } from "./helpers/scenario.ts";
+
+setDefaultTimeout(60_000);
+
+let scenario: Scenario;
+
+beforeEach(async () => {
+  scenario = await startScenario({ citalid: { versions: smallVersions(["20250101", "20250102"]) } });
+});
+
+afterEach(async () => {
+  await scenario.stop();
+});
+
+describe("platform answering 5xx pages", () => {
+  test.each([502, 503, 504])("HTML %d at start-up is waited out", async (status) => {
+    scenario.opencti.inject("about", { kind: "status", status, times: 10 });
+
+    const run = await runConnectorOnce(scenario.env());
+
+    expect(run.code).toBe(0);
+    expect(run.logs().some((line) => line.message.includes("not reachable yet"))).toBe(true);
+    expect(run.logs().some((line) => line.message.includes("not an OpenCTI GraphQL endpoint"))).toBe(false);
+    expect(scenario.platformState()?.last_loaded_bundle_id).toBe("20250102");
+  });
+
+  test("HTML 404 still stops with exit 2", async () => {
+    scenario.opencti.inject("*", { kind: "html404" });
+
+    const run = await runConnectorOnce(scenario.env());
+
+    expect(run.code).toBe(2);
+    expect(run.lines.join("\n")).toContain("not an OpenCTI GraphQL endpoint");
+  });
+
+  test("URL ending in /graphql gets a hint", async () => {
+    const run = await runConnectorOnce(scenario.env({ OPENCTI_URL: scenario.opencti.url + "/graphql" }));
+
+    expect(run.code).toBe(2);
+    expect(run.lines.join("\n")).toContain("without /graphql");
+  });
+});
+
+describe("one-shot run", () => {
+  test("gives up waiting for the platform", async () => {
+    await scenario.opencti.goDown();
+
+    const run = await runConnectorOnce(scenario.env({ CONNECTOR_ONCE_STARTUP_TIMEOUT_MS: "300" }));
+
+    expect(run.code).toBe(1);
+    expect(run.lines.join("\n")).toContain("this one-shot run gives up");
+    expect(existsSync(`${scenario.statePath}.lock`)).toBe(false);
+  });
+
+  test("fails when the final state is not sent", async () => {
+    // A business error is not retried inside the request, which keeps the test short.
+    scenario.opencti.inject("pingConnector", { kind: "error", code: "FUNCTIONAL_ERROR", skip: 1 });
+
+    const run = await runConnectorOnce(scenario.env());
+
+    expect(run.code).toBe(1);
+    expect(run.lines.join("\n")).toContain("final connector state did not reach the platform");
+    expect(scenario.fileState()?.last_loaded_bundle_id).toBe("20250102");
+  });
+});
+
+describe("shutdown past the grace time", () => {
+  test("closes the work and releases the lock", async () => {
+    scenario.opencti.inject("stixBundlePush", { kind: "delay", delayMs: 20_000 });
+    const connector = startConnector(scenario.env({ CONNECTOR_SHUTDOWN_GRACE_MS: "500" }), []);
+    await waitFor(() => scenario.opencti.works.length === 1, "a work");
+    await Bun.sleep(200);
+
+    connector.proc.kill("SIGTERM");
+    const code = await connector.exited;
+
+    expect(code).toBe(0);
+    const work = scenario.opencti.works[0]!;
+    expect(work.toProcessedCalls).toBe(1);
+    expect(work.messages.at(-1)?.message).toContain("interrupted");
+    expect(existsSync(`${scenario.statePath}.lock`)).toBe(false);
+    expect(scenario.fileState()?.last_loaded_bundle_id ?? null).toBeNull();
+  });
+
+  test("second signal releases the lock", async () => {
+    scenario.opencti.inject("stixBundlePush", { kind: "delay", delayMs: 20_000 });
+    const connector = startConnector(scenario.env({ CONNECTOR_SHUTDOWN_GRACE_MS: "20000" }), []);
+    await waitFor(() => scenario.opencti.works.length === 1, "a work");
+    await Bun.sleep(200);
+
+    connector.proc.kill("SIGTERM");
+    await connector.waitForLog("Preparing connector for clean shutdown");
+    connector.proc.kill("SIGTERM");
+    const code = await connector.exited;
+
+    expect(code).toBe(1);
+    expect(existsSync(`${scenario.statePath}.lock`)).toBe(false);
+  });
+});
