@@ -93,7 +93,7 @@ export class AuthorReferences {
 export interface AuthorReferenceSource {
   /** Returns the ids of the version's identities. */
   identityIds(): Iterable<string>;
-  /** Returns the string `created_by_ref` of each object. */
+  /** Returns the string `created_by_ref` values of the objects, each distinct one at least once. */
   authorRefs(): Iterable<string>;
   /** Makes the author the `created_by_ref` of each object whose reference is in `unknown`. Returns the number of objects changed. */
   replaceAuthorRefs(unknown: ReadonlySet<string>): number;

@@ -179,14 +179,22 @@ export interface SpoolReaderOptions {
 export class SpoolReader {
   readonly #file: RangeFile;
   readonly #blockBytes: number;
-  readonly #maxBlocks: number;
-  /** Cached blocks by index, each a view of `blockBytes` bytes of memory. */
-  readonly #blocks = new Map<number, { memory: Buffer; bytes: Buffer }>();
+  // The cache: for each slot, the block it holds (-1 for none), that
+  // block's bytes (a view of `#memory`, shorter for the file's last block),
+  // and when it was last used. A handful of slots is searched in order,
+  // which allocates nothing per read.
+  readonly #slotBlock: Int32Array;
+  readonly #slotBytes: Buffer[] = [];
+  readonly #slotMemory: Buffer[] = [];
+  readonly #slotUsed: Float64Array;
+  #clock = 0;
 
   constructor(file: RangeFile, options: SpoolReaderOptions = {}) {
     this.#file = file;
     this.#blockBytes = options.blockBytes ?? 1 << 20;
-    this.#maxBlocks = Math.max(1, options.blocks ?? 8);
+    const slots = Math.max(1, options.blocks ?? 8);
+    this.#slotBlock = new Int32Array(slots).fill(-1);
+    this.#slotUsed = new Float64Array(slots);
   }
 
   /** Decodes bytes [start, end) as UTF-8; invalid sequences become U+FFFD, as `Response.text()` does. */
@@ -207,34 +215,56 @@ export class SpoolReader {
     return block.toString("utf8", start - base, end - base);
   }
 
+  /**
+   * Returns bytes [start, end) as a view of a cached block, or of a new
+   * buffer for a range across blocks. The view is valid until the next call.
+   */
+  bytes(start: number, end: number): Uint8Array {
+    if (end <= start) {
+      return new Uint8Array(0);
+    }
+    const first = Math.floor(start / this.#blockBytes);
+    const last = Math.floor((end - 1) / this.#blockBytes);
+    if (first !== last) {
+      const bytes = Buffer.allocUnsafe(end - start);
+      this.#file.readInto(start, end, bytes);
+      return bytes;
+    }
+    const base = first * this.#blockBytes;
+    return this.#block(first).subarray(start - base, end - base);
+  }
+
   /** Drops the cached blocks. */
   clear(): void {
-    this.#blocks.clear();
+    this.#slotBlock.fill(-1);
+    this.#slotBytes.length = 0;
+    this.#slotMemory.length = 0;
   }
 
   #block(index: number): Buffer {
-    const cached = this.#blocks.get(index);
-    if (cached !== undefined) {
-      // Map order is the recency order: move the block to the end.
-      this.#blocks.delete(index);
-      this.#blocks.set(index, cached);
-      return cached.bytes;
+    const slots = this.#slotBlock.length;
+    let oldest = 0;
+    for (let slot = 0; slot < slots; slot++) {
+      if (this.#slotBlock[slot] === index) {
+        this.#slotUsed[slot] = ++this.#clock;
+        return this.#slotBytes[slot]!;
+      }
+      if (this.#slotUsed[slot]! < this.#slotUsed[oldest]!) {
+        oldest = slot;
+      }
     }
+
+    // The least recently used slot's memory is reused, so reading a whole
+    // version allocates one buffer per slot, not one per block.
     const start = index * this.#blockBytes;
     const end = Math.min(start + this.#blockBytes, this.#file.size);
-    // The evicted block's memory is reused, so reading a whole version
-    // allocates `blocks` buffers, not one per block.
-    let memory: Buffer;
-    if (this.#blocks.size >= this.#maxBlocks) {
-      const oldest = this.#blocks.keys().next().value!;
-      memory = this.#blocks.get(oldest)!.memory;
-      this.#blocks.delete(oldest);
-    } else {
-      memory = Buffer.allocUnsafe(this.#blockBytes);
-    }
+    const memory = this.#slotMemory[oldest] ?? Buffer.allocUnsafe(this.#blockBytes);
     const bytes = memory.subarray(0, end - start);
     this.#file.readInto(start, end, bytes);
-    this.#blocks.set(index, { memory, bytes });
+    this.#slotMemory[oldest] = memory;
+    this.#slotBytes[oldest] = bytes;
+    this.#slotBlock[oldest] = index;
+    this.#slotUsed[oldest] = ++this.#clock;
     return bytes;
   }
 }
@@ -250,6 +280,7 @@ export class VersionSpool {
   #scanner = new BundleScanner();
   #head: Uint8Array[] = [];
   #headBytes = 0;
+  #sinceCollection = 0;
 
   /** Creates the spool file in `folder`. Raises SpoolWriteError when it cannot be created. */
   constructor(folder: string, versionId: string) {
@@ -290,11 +321,24 @@ export class VersionSpool {
       );
     }
     this.#scanner.write(chunk);
+    // fetch hands over each chunk in a new buffer, garbage once written,
+    // and the scanner's index arrays leave their smaller copies behind as
+    // they grow. A full collection every 64 MB frees both: on an 800 MB
+    // version it kept the scan at about 185 MB RSS instead of 315 MB, for
+    // 160 ms of collections in all (bench/RESULTS.md has the machine).
+    this.#sinceCollection += chunk.length;
+    if (this.#sinceCollection >= COLLECT_EVERY_BYTES) {
+      this.#sinceCollection = 0;
+      Bun.gc(true);
+    }
   }
 
   /** Checks that the body is complete and returns its index. Raises JsonScanError when it is cut short. */
   end(): ScannedBundle {
-    return this.#scanner.end();
+    const scan = this.#scanner.end();
+    // The download's buffers and the index's old arrays are garbage now.
+    Bun.gc(true);
+    return scan;
   }
 
   /** Returns the first bytes of the body as text, for an error message. */
@@ -310,6 +354,8 @@ export class VersionSpool {
 
 // Bytes of the body kept for error messages.
 const HEAD_BYTES = 512;
+// Bytes downloaded between two full collections.
+const COLLECT_EVERY_BYTES = 64 * 1024 * 1024;
 
 function isAlive(pid: number): boolean {
   try {

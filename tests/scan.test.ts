@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
 import { referencedIds } from "../lib/bundle.ts";
-import { BundleScanner, FLAG_WHITESPACE, JsonKind, JsonScanError, type ScannedBundle } from "../lib/scan.ts";
+import { BundleScanner, FLAG_MEMBERS, JsonKind, JsonScanError, type ScannedBundle } from "../lib/scan.ts";
 import { prepareSpooledVersion } from "../lib/spooled.ts";
 import type { StixObject } from "../lib/stix.ts";
 
@@ -40,6 +40,27 @@ function scanError(text: string): JsonScanError {
 
 function itemText(bytes: Buffer, result: ScannedBundle, item: number): string {
   return bytes.toString("utf8", result.start[item], result.end[item]);
+}
+
+/** Counts the whitespace characters of a JSON text that are not in a string. */
+function whitespaceOutsideStrings(text: string): number {
+  let count = 0;
+  let inString = false;
+  for (let k = 0; k < text.length; k++) {
+    const char = text[k]!;
+    if (inString) {
+      if (char === "\\") {
+        k++;
+      } else if (char === '"') {
+        inString = false;
+      }
+    } else if (char === '"') {
+      inString = true;
+    } else if (char === " " || char === "\n" || char === "\r" || char === "\t") {
+      count++;
+    }
+  }
+  return count;
 }
 
 /** Copies the index into plain arrays, to compare two scans of the same bytes. */
@@ -122,7 +143,7 @@ describe("BundleScanner on the fixtures", () => {
     const bytes = fixtureBytes("17.0");
     const served = JSON.parse(bytes.toString("utf8")) as { objects: StixObject[] };
     const result = scan(bytes);
-    const version = prepareSpooledVersion(result, { text: (start, end) => bytes.toString("utf8", start, end) }, "v");
+    const version = prepareSpooledVersion(result, { text: (start, end) => bytes.toString("utf8", start, end), bytes: (start, end) => bytes.subarray(start, end) }, "v");
 
     for (let item = 0; item < result.count; item++) {
       const refs = version.refs(item).map((index) => result.strings[index]);
@@ -136,12 +157,31 @@ describe("BundleScanner on the fixtures", () => {
     expect(snapshot(scan(bytes, 1))).toEqual(snapshot(scan(bytes)));
   });
 
-  test("pretty-printed items are flagged", () => {
+  test("ics-attack-17.0 escape counts", () => {
+    const bytes = fixtureBytes("17.0");
+
+    const result = scan(bytes, 4096);
+
+    for (let item = 0; item < result.count; item++) {
+      const text = itemText(bytes, result, item);
+      expect(result.escapes[item]).toBe(text.split("").filter((char) => char === '"' || char === "\\").length);
+    }
+  });
+
+  test("ics-attack-18.1 whitespace counts", () => {
     const bytes = fixtureBytes("18.1");
 
-    const result = scan(bytes);
+    const result = scan(bytes, 4096);
 
-    expect([...result.flags].every((flags) => (flags & FLAG_WHITESPACE) !== 0)).toBe(true);
+    for (let item = 0; item < result.count; item++) {
+      expect(result.whitespace[item]).toBe(whitespaceOutsideStrings(itemText(bytes, result, item)));
+    }
+  });
+
+  test("objects with members are flagged", () => {
+    const result = scanText('{"objects":[{},{"a":{"b":1}},{ }]}');
+
+    expect([...result.flags].map((flags) => flags & FLAG_MEMBERS)).toEqual([0, FLAG_MEMBERS, 0]);
   });
 });
 
@@ -168,12 +208,21 @@ describe("BundleScanner on tricky JSON", () => {
 
   test("refs follow referencedIds", () => {
     const result = scan(bytes);
-    const version = prepareSpooledVersion(result, { text: (start, end) => bytes.toString("utf8", start, end) }, "v");
+    const version = prepareSpooledVersion(result, { text: (start, end) => bytes.toString("utf8", start, end), bytes: (start, end) => bytes.subarray(start, end) }, "v");
 
     for (let item = 0; item < result.count; item++) {
       const refs = version.refs(item).map((index) => result.strings[index]);
       expect(refs).toEqual(referencedIds(JSON.parse(JSON.stringify(TRICKY_OBJECTS[item]))));
     }
+  });
+
+  test("escape counts cover escapes", () => {
+    const text = JSON.stringify({ objects: [{ "k\\\"ey": 'a"b\\c', n: 1 }] });
+
+    const result = scanText(text, 3);
+
+    const item = text.slice(result.start[0], result.end[0]);
+    expect(result.escapes[0]).toBe(item.split("").filter((char) => char === '"' || char === "\\").length);
   });
 
   test("escaped key names are decoded", () => {

@@ -109,6 +109,20 @@ describe("SpoolReader", () => {
     file.remove();
   });
 
+  test("byte views equal the bytes", () => {
+    const file = SpoolFile.create(folder, "v");
+    const bytes = Buffer.from(text, "utf8");
+    file.write(bytes);
+    const reader = new SpoolReader(file, { blockBytes: 16, blocks: 2 });
+
+    for (let start = 0; start <= bytes.length; start += 3) {
+      for (let end = start; end <= bytes.length; end += 7) {
+        expect(Buffer.from(reader.bytes(start, end)).equals(bytes.subarray(start, end))).toBe(true);
+      }
+    }
+    file.remove();
+  });
+
   test("reused block keeps its full size", () => {
     const file = SpoolFile.create(folder, "v");
     file.write(Buffer.from("0123456789abcdefghij"));

@@ -10,6 +10,7 @@ import {
   PushRequestBuffer,
   SOURCE_ITEM,
   type SpooledVersion,
+  chunkBundleId,
   chunkSpooledVersion,
   planChunks,
   prepareSpooledVersion,
@@ -40,7 +41,7 @@ function spooled(text: string): SpooledVersion {
   const bytes = Buffer.from(text, "utf8");
   const scanner = new BundleScanner();
   scanner.write(bytes);
-  return prepareSpooledVersion(scanner.end(), { text: (start, end) => bytes.toString("utf8", start, end) }, VERSION);
+  return prepareSpooledVersion(scanner.end(), { text: (start, end) => bytes.toString("utf8", start, end), bytes: (start, end) => bytes.subarray(start, end) }, VERSION);
 }
 
 function bundleErrorOf(action: () => unknown): BundleError {
@@ -189,6 +190,31 @@ describe("prepareSpooledVersion", () => {
     expect(version.text(0)).toBe('{"type":"malware","id":"malware--1","created_by_ref":"identity--2"}');
   });
 
+  for (const pretty of [false, true]) {
+    test(`appended author serializes as prepareVersion${pretty ? ", pretty" : ""}`, () => {
+      const served = JSON.parse(fixtureText("18.0")) as { objects: StixObject[] };
+      for (const object of served.objects) {
+        delete object.created_by_ref;
+      }
+      const text = JSON.stringify(served, null, pretty ? 2 : undefined);
+      const expected = prepareVersion(JSON.parse(text), VERSION).objects.slice(1);
+
+      const version = spooled(text);
+
+      expect([...version.items].every((item) => version.streamable(item))).toBe(true);
+      expect([...version.items].map((item) => version.text(item))).toEqual(expected.map((object) => JSON.stringify(object)));
+    });
+  }
+
+  test("null author is set in place", () => {
+    const text = JSON.stringify({ type: "bundle", objects: [{ type: "malware", id: "malware--1", created_by_ref: null, name: "n" }] });
+
+    const version = spooled(text);
+
+    expect(version.streamable(0)).toBe(false);
+    expect(version.text(0)).toBe(`{"type":"malware","id":"malware--1","created_by_ref":"${AUTHOR_ID}","name":"n"}`);
+  });
+
   test("missing bundle id becomes random", () => {
     const version = spooled('{"type":"bundle","objects":[]}');
 
@@ -199,8 +225,10 @@ describe("prepareSpooledVersion", () => {
 describe("chunkSpooledVersion", () => {
   for (const release of RELEASES) {
     for (const maxBytes of [10_000_000, 400_000, 250_000]) {
+      // Minified as JSON.stringify writes it, a served text is the text
+      // chunkVersion measures, so the bundles are the same.
       test(`ics-attack-${release} at ${maxBytes} bytes as chunkVersion`, () => {
-        const text = fixtureText(release);
+        const text = JSON.stringify(JSON.parse(fixtureText(release)));
         const prepared = prepareVersion(JSON.parse(text), VERSION);
         const expected = bundleContents(chunkVersion(VERSION, prepared.bundleId, prepared.objects, maxBytes));
 
@@ -210,6 +238,45 @@ describe("chunkSpooledVersion", () => {
         expect(Math.max(...chunks.map((chunk) => Buffer.byteLength(chunk.json)))).toBeLessThanOrEqual(maxBytes);
       });
     }
+  }
+
+  for (const release of RELEASES) {
+    // Pretty-printed, served escapes such as \u2019 stay as they are, so
+    // sizes and cuts may differ from chunkVersion's but the rules hold.
+    test(`ics-attack-${release} pretty keeps the rules`, () => {
+      const text = fixtureText(release);
+      const served = JSON.parse(text).objects as StixObject[];
+      const maxBytes = 300_000;
+
+      const chunks = [...chunkSpooledVersion(spooled(text), maxBytes)];
+
+      const bundles = chunks.map((chunk) => JSON.parse(chunk.json) as { id: string; objects: StixObject[] });
+      expect(Math.max(...chunks.map((chunk) => Buffer.byteLength(chunk.json)))).toBeLessThanOrEqual(maxBytes);
+      expect(bundles.map((bundle) => bundle.id)).toEqual(bundles.map((_bundle, index) => chunkBundleId(bundles[0]!.id, index)));
+      const sent = new Map<string, number>();
+      for (const [index, bundle] of bundles.entries()) {
+        expect(bundle.objects[0]!.id).toBe(AUTHOR_ID);
+        const inBundle = new Set(bundle.objects.map((object) => object.id));
+        for (const object of bundle.objects) {
+          for (const marking of (object.object_marking_refs as string[] | undefined) ?? []) {
+            expect(inBundle.has(marking)).toBe(true);
+          }
+          if (object.type !== "marking-definition" && object.id !== AUTHOR_ID) {
+            expect(sent.has(object.id)).toBe(false);
+            sent.set(object.id, index);
+          }
+        }
+      }
+      const versionIds = new Set(served.map((object) => object.id));
+      for (const object of served.filter((candidate) => candidate.type !== "marking-definition")) {
+        expect(sent.has(object.id)).toBe(true);
+        for (const ref of [object.source_ref, object.target_ref]) {
+          if (typeof ref === "string" && versionIds.has(ref) && sent.has(ref)) {
+            expect(sent.get(ref)!).toBeLessThanOrEqual(sent.get(object.id)!);
+          }
+        }
+      }
+    });
   }
 
   test("tricky graph cut as chunkVersion", () => {
@@ -260,7 +327,8 @@ describe("chunkSpooledVersion", () => {
     // 2,000 numbers of 4 bytes that JSON.stringify writes with 21 digits.
     // A small object first, so that planning alone would send a bundle before it met the grown one.
     const small = { type: "tool", id: `tool--${uuid(2)}`, name: "first" };
-    const grown = { type: "malware", id: `malware--${uuid(1)}`, x_values: "1e20,".repeat(2_000).slice(0, -1) };
+    // A null created_by_ref makes it parsed and serialized again, where numbers grow.
+    const grown = { type: "malware", id: `malware--${uuid(1)}`, created_by_ref: null, x_values: "1e20,".repeat(2_000).slice(0, -1) };
     const text = JSON.stringify({ type: "bundle", objects: [small, grown] }).replace(/"x_values":"([^"]*)"/, '"x_values":[$1]');
 
     const error = bundleErrorOf(() => planChunks(spooled(text), 30_000).next());
@@ -283,8 +351,8 @@ describe("chunkSpooledVersion", () => {
     const version = spooled(fixtureText("18.0"));
 
     for (const plan of planChunks(version, 300_000, pushRequestEncoding(PUSH_FIELDS))) {
-      const bundle = JSON.parse(JSON.parse(Buffer.from(new PushRequestBuffer().write(plan, PUSH_FIELDS)).toString("utf8")).variables.bundle);
-      expect(plan.jsonBytes).toBe(Buffer.byteLength(JSON.stringify(bundle)));
+      const bundle = JSON.parse(Buffer.from(new PushRequestBuffer().write(plan, PUSH_FIELDS, version)).toString("utf8")).variables.bundle as string;
+      expect(plan.jsonBytes).toBe(Buffer.byteLength(bundle));
     }
   });
 });
@@ -294,7 +362,7 @@ describe("pushRequestEncoding", () => {
   const maxBytes = 300_000;
   const plans = [...planChunks(version, maxBytes, pushRequestEncoding(PUSH_FIELDS))];
   const buffer = new PushRequestBuffer();
-  const bodies = plans.map((plan) => Buffer.from(buffer.write(plan, PUSH_FIELDS)));
+  const bodies = plans.map((plan) => Buffer.from(buffer.write(plan, PUSH_FIELDS, version)));
 
   test("bodies are their planned size", () => {
     expect(bodies.map((body) => body.length)).toEqual(plans.map((plan) => plan.bytes));
@@ -320,6 +388,64 @@ describe("pushRequestEncoding", () => {
 
     expect(served.filter((object) => !received.has(object.id))).toEqual([]);
     expect(received.has(AUTHOR_ID)).toBe(true);
+  });
+});
+
+describe("request bodies from served bytes", () => {
+  // Objects are copied from their bytes, escaped, minified and given the author on the way.
+  const objects = [
+    ...JSON.parse(fixtureText("18.0")).objects.map((object: StixObject, index: number) => {
+      if (index % 2 === 0) {
+        delete object.created_by_ref;
+      }
+      return object;
+    }),
+    { type: "malware", id: `malware--${uuid(7)}`, created_by_ref: AUTHOR_ID, name: 'q"uo\\te \\"', description: "é 中文 😀 \u2028 \ud800 ]}{[" },
+  ];
+  // Half of the objects pretty-printed, so that copies both minify and pass through.
+  const text = `{"type":"bundle","id":"bundle--00000000-0000-4000-8000-0000000000aa","objects":[${objects.map((object, index) => JSON.stringify(object, null, index % 3 === 0 ? 1 : undefined)).join(",")}]}`;
+  const version = spooled(text);
+  const plans = [...planChunks(version, 300_000, pushRequestEncoding(PUSH_FIELDS))];
+  const buffer = new PushRequestBuffer();
+  const bodies = plans.map((plan) => Buffer.from(buffer.write(plan, PUSH_FIELDS, version)));
+
+  test("most objects are streamed", () => {
+    const streamed = [...version.items].filter((item) => version.streamable(item));
+
+    expect(streamed.length).toBeGreaterThan(version.items.length - 5);
+  });
+
+  test("bodies are their planned size", () => {
+    expect(bodies.map((body) => body.length)).toEqual(plans.map((plan) => plan.bytes));
+    expect(Math.max(...bodies.map((body) => body.length))).toBeLessThanOrEqual(300_000);
+  });
+
+  test("objects equal prepareVersion's", () => {
+    const expected = prepareVersion(JSON.parse(text), VERSION).objects;
+
+    const received = new Map(
+      bodies.flatMap((body) => (JSON.parse(JSON.parse(body.toString("utf8")).variables.bundle) as { objects: StixObject[] }).objects).map((object) => [object.id, object]),
+    );
+
+    for (const object of expected) {
+      expect(received.get(object.id)).toEqual(object);
+    }
+  });
+
+  test("invalid UTF-8 arrives as U+FFFD", () => {
+    const bytes = Buffer.concat([
+      Buffer.from(`{"type":"bundle","objects":[{"type":"malware","id":"malware--${uuid(8)}","created_by_ref":"identity--x","name":"a`),
+      Buffer.from([0xff, 0xc3]),
+      Buffer.from('b"}]}'),
+    ]);
+    const scanner = new BundleScanner();
+    scanner.write(bytes);
+    const invalid = prepareSpooledVersion(scanner.end(), { text: (start, end) => bytes.toString("utf8", start, end), bytes: (start, end) => bytes.subarray(start, end) }, VERSION);
+
+    const [plan] = [...planChunks(invalid, 100_000, pushRequestEncoding(PUSH_FIELDS))];
+    const body = Buffer.from(new PushRequestBuffer().write(plan!, PUSH_FIELDS, invalid)).toString("utf8");
+
+    expect(JSON.parse(JSON.parse(body).variables.bundle).objects[1].name).toBe("a\ufffd\ufffdb");
   });
 });
 
