@@ -1,0 +1,588 @@
+/**
+ * Benchmark of the connector on large versions. For each size it generates
+ * a version from the ATT&CK for ICS fixtures (bench/generate.ts) and serves
+ * it from the fake Citalid. Three pipelines then run on the same bytes,
+ * each in its own process: the floor (bench/floor.ts), the naive pipeline
+ * (bench/naive.ts) and the connector (`bun main.ts --once`, api protocol).
+ * They push to the fake OpenCTI, which validates each push and keeps only
+ * counts. The benchmark also measures the amqp splitter alone
+ * (bench/split.ts) and the compiled binary's start-up time and idle RSS.
+ *
+ * Wall time is from spawn to exit, measured here. Peak RSS is the maximum
+ * resident set size of the measured process, from `/usr/bin/time -f %M`
+ * when present, else polled from /proc/<pid>/status (VmHWM). The fakes run
+ * in this process, so their memory is not counted.
+ *
+ * Each pipeline runs `--repeat` times on each version: the table shows the
+ * median wall time and the highest peak RSS, because other processes on
+ * the machine make single runs vary. The load average is recorded.
+ *
+ * Usage: bun bench/bench.ts [--smoke] [--sizes 50,200] [--repeat 3] [--keep]
+ *   --smoke   the smallest size only, once, no splitter or binary runs, and
+ *             bench/RESULTS.md is left as is; exits 1 when a run fails
+ *   --sizes   only the versions of these sizes in MB, and RESULTS.md is
+ *             left as is
+ *   --repeat  runs of each pipeline per version @default 3, 1 with --smoke
+ *   --keep    keep the generated versions in bench/out/
+ */
+import { randomUUID } from "node:crypto";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statfsSync, writeFileSync } from "node:fs";
+import { createServer } from "node:http";
+import { cpus, loadavg, totalmem } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { startFakeCitalid } from "../tests/fakes/citalid.ts";
+import { startFakeOpenCTI } from "../tests/fakes/opencti.ts";
+import { FIXTURE_VERSIONS, fixtureCitalidVersions } from "../tests/fixtures/versions.ts";
+import { type GeneratedVersion, generateVersion } from "./generate.ts";
+
+const ROOT = join(import.meta.dir, "..");
+const OUT = join(import.meta.dir, "out");
+const RESULTS = join(import.meta.dir, "RESULTS.md");
+const TIME = "/usr/bin/time";
+const VERSION_ID = "20250301";
+const CITALID_PASSWORD = "bench-citalid-password";
+const OPENCTI_TOKEN = "bench-opencti-token";
+const BINARY = join(ROOT, "dist", "citalid-connector");
+
+/** One version the benchmark runs the pipelines on. */
+interface Case {
+  name: string;
+  megabytes: number;
+  withoutAuthor: boolean;
+}
+
+/** A finished process: exit code, wall time, peak RSS and output. */
+interface Measured {
+  code: number;
+  wallMs: number;
+  /** Wall times of every run, when the figure is the median of several. */
+  wallsMs?: number[];
+  peakRssMb: number;
+  /** CPU time of this process, which runs the fakes, while the measured one ran: the platform side's work. */
+  fakesCpuMs: number;
+  stdout: string;
+  stderr: string;
+}
+
+interface CaseResult {
+  case: Case;
+  version?: GeneratedVersion;
+  skipped?: string;
+  floor?: Measured & { downloadMs: number; uploadMs: number };
+  naive?: Measured;
+  connector?: Measured & { pushed: number; bundles: number; versionMs: number; ok: boolean; problem?: string };
+  split?: { whole: SplitFigures; spooled: SplitFigures };
+}
+
+interface SplitFigures {
+  objects: number;
+  messages: number;
+  splitMs: number;
+  objectsPerSecond: number;
+  peakRssMb: number;
+}
+
+const { values: flags } = parseArgs({
+  options: { smoke: { type: "boolean" }, keep: { type: "boolean" }, sizes: { type: "string" }, repeat: { type: "string" } },
+});
+const ALL_CASES: Case[] = [
+  { name: "50 MB", megabytes: 50, withoutAuthor: false },
+  { name: "200 MB", megabytes: 200, withoutAuthor: false },
+  { name: "200 MB, no author", megabytes: 200, withoutAuthor: true },
+  { name: "800 MB", megabytes: 800, withoutAuthor: false },
+];
+const sizes = flags.sizes?.split(",").map(Number);
+// A partial run prints its figures but leaves bench/RESULTS.md as it is.
+const partial = flags.smoke === true || sizes !== undefined;
+const smoke = flags.smoke === true;
+const REPEAT = Math.max(1, Number(flags.repeat ?? (smoke ? 1 : 3)));
+const CASES: Case[] = smoke ? ALL_CASES.slice(0, 1) : ALL_CASES.filter((benchCase) => sizes === undefined || sizes.includes(benchCase.megabytes));
+
+mkdirSync(OUT, { recursive: true });
+const loadAtStart = loadavg()[0]!;
+const citalid = await startFakeCitalid({ password: CITALID_PASSWORD });
+const opencti = await startFakeOpenCTI({ token: OPENCTI_TOKEN, recordBodies: false, keepPushes: false, maxBodyBytes: 4_000_000_000 });
+const sink = await startSink();
+
+const results: CaseResult[] = [];
+let failed = false;
+try {
+  for (const benchCase of CASES) {
+    const result = await runCase(benchCase);
+    results.push(result);
+    printCase(result);
+    if (result.connector?.ok !== true) {
+      failed = true;
+    }
+  }
+
+  let releases: { release: string; whole: SplitFigures; spooled: SplitFigures }[] = [];
+  let binary: BinaryFigures | undefined;
+  if (!partial) {
+    releases = FIXTURE_VERSIONS.map((version) => ({
+      release: version.file.replace(/\.json\.gz$/, ""),
+      whole: splitFigures("whole", join(ROOT, "tests", "fixtures", version.file)),
+      spooled: splitFigures("spooled", join(ROOT, "tests", "fixtures", version.file)),
+    }));
+    binary = await measureBinary(results.find((result) => result.case.megabytes === 50));
+    writeResults(results, releases, binary);
+    console.log(`Wrote ${RESULTS}`);
+  }
+} finally {
+  await citalid.stop();
+  await opencti.stop();
+  sink.close();
+  if (!flags.keep) {
+    for (const benchCase of CASES) {
+      rmSync(versionPath(benchCase), { force: true });
+    }
+  }
+}
+process.exit(failed ? 1 : 0);
+
+function versionPath(benchCase: Case): string {
+  return join(OUT, `version-${benchCase.megabytes}${benchCase.withoutAuthor ? "-no-author" : ""}.json`);
+}
+
+async function runCase(benchCase: Case): Promise<CaseResult> {
+  const path = versionPath(benchCase);
+  // The version file, the connector's spool file of the same size, and room.
+  const needed = benchCase.megabytes * 1_000_000 * 2.5;
+  const disk = statfsSync(OUT);
+  if (disk.bavail * disk.bsize < needed) {
+    return { case: benchCase, skipped: `${Math.round((disk.bavail * disk.bsize) / 1e9)} GB free in ${OUT}, ${Math.round(needed / 1e9)} GB needed` };
+  }
+
+  const version = generateVersion({ path, targetBytes: benchCase.megabytes * 1_000_000, withoutAuthor: benchCase.withoutAuthor });
+  citalid.setVersions([{ id: VERSION_ID, bodyFile: path }]);
+  const result: CaseResult = { case: benchCase, version };
+
+  const floor = await repeated(() => measure([process.execPath, join(import.meta.dir, "floor.ts"), citalid.url, citalid.user, CITALID_PASSWORD, VERSION_ID, path, sink.url]));
+  result.floor = { ...floor, ...(floor.code === 0 ? (JSON.parse(floor.stdout) as { downloadMs: number; uploadMs: number }) : { downloadMs: NaN, uploadMs: NaN }) };
+
+  result.connector = await repeated(() => measureConnector(version));
+
+  result.naive = await repeated(() => {
+    const naiveConnector = randomUUID();
+    opencti.seedConnector({ id: naiveConnector });
+    return measure([
+      process.execPath,
+      join(import.meta.dir, "naive.ts"),
+      citalid.url,
+      citalid.user,
+      CITALID_PASSWORD,
+      VERSION_ID,
+      opencti.graphqlUrl,
+      OPENCTI_TOKEN,
+      naiveConnector,
+    ]);
+  });
+
+  if (!smoke && benchCase.megabytes === 200 && !benchCase.withoutAuthor) {
+    result.split = { whole: splitFigures("whole", path), spooled: splitFigures("spooled", path) };
+  }
+  if (!flags.keep) {
+    rmSync(path, { force: true });
+  }
+  return result;
+}
+
+/**
+ * Runs a measurement REPEAT times and returns the run with the median wall
+ * time, with every wall time and the highest peak RSS. A run that fails is
+ * returned at once, because failing again only takes time.
+ */
+async function repeated<T extends Measured>(run: () => Promise<T>): Promise<T> {
+  const runs: T[] = [];
+  for (let round = 0; round < REPEAT; round++) {
+    Bun.gc(true);
+    const measured = await run();
+    runs.push(measured);
+    if (measured.code !== 0) {
+      return measured;
+    }
+  }
+  const sorted = [...runs].sort((a, b) => a.wallMs - b.wallMs);
+  const median = sorted[Math.floor(sorted.length / 2)]!;
+  return { ...median, wallsMs: runs.map((item) => item.wallMs), peakRssMb: Math.max(...runs.map((item) => item.peakRssMb)) };
+}
+
+async function measureConnector(version: GeneratedVersion): Promise<NonNullable<CaseResult["connector"]>> {
+  const stateDir = mkdtempSync(join(OUT, "state-"));
+  const before = { ...opencti.pushTotals };
+  try {
+    const run = await measure([process.execPath, join(ROOT, "main.ts"), "--once"], connectorEnv(stateDir));
+    const pushed = opencti.pushTotals.objects - before.objects;
+    const bundles = opencti.pushTotals.bundles - before.bundles;
+    const sent = logLines(run.stderr).find((line) => line.message === "Version sent and stored as the connector state");
+    const versionMs = Number(sent?.attributes?.ms ?? Number.NaN);
+    // Each bundle repeats the author identity and the marking definition.
+    let problem: string | undefined;
+    if (run.code !== 0) {
+      problem = `exit code ${run.code}: ${run.stderr.split("\n").filter((line) => line.includes('"ERROR"')).slice(0, 2).join(" ")}`;
+    } else if (pushed < version.objects) {
+      problem = `${pushed} objects pushed, fewer than the ${version.objects} served`;
+    }
+    return { ...run, pushed, bundles, versionMs, ok: problem === undefined, problem };
+  } finally {
+    rmSync(stateDir, { recursive: true, force: true });
+  }
+}
+
+function connectorEnv(stateDir: string, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    PATH: process.env.PATH ?? "/usr/bin:/bin",
+    HOME: process.env.HOME ?? "/root",
+    OPENCTI_URL: opencti.url,
+    OPENCTI_TOKEN,
+    CONNECTOR_ID: randomUUID(),
+    CONNECTOR_STATE_FILE: join(stateDir, "state.json"),
+    CONNECTOR_LOG_LEVEL: "info",
+    CONNECTOR_QUEUE_PROTOCOL: "api",
+    CITALID_CUSTOMER_SUB_DOMAIN_URL: citalid.url,
+    CITALID_USER: citalid.user,
+    CITALID_PASSWORD,
+    ...extra,
+  };
+}
+
+/** Runs `command` to its end and returns its exit code, wall time, peak RSS and output. */
+async function measure(command: string[], env: Record<string, string> = { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/root" }): Promise<Measured> {
+  const useTime = existsSync(TIME);
+  const timeFile = join(OUT, `time-${randomUUID()}.txt`);
+  const argv = useTime ? [TIME, "-f", "%M", "-o", timeFile, ...command] : command;
+  const started = performance.now();
+  const cpuBefore = process.cpuUsage();
+  const proc = Bun.spawn(argv, { cwd: ROOT, env, stdout: "pipe", stderr: "pipe" });
+
+  let polledKb = 0;
+  const poller = useTime
+    ? undefined
+    : setInterval(() => {
+        polledKb = Math.max(polledKb, readStatusKb(proc.pid, "VmHWM") ?? 0);
+      }, 20);
+  const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+  const wallMs = performance.now() - started;
+  const cpu = process.cpuUsage(cpuBefore);
+  clearInterval(poller);
+
+  let peakKb = polledKb;
+  if (useTime) {
+    // The last line; earlier ones are time's notes, such as a signal.
+    const lines = readFileSync(timeFile, "utf8").trim().split("\n");
+    peakKb = Number(lines.at(-1));
+    rmSync(timeFile, { force: true });
+  }
+  return { code, wallMs, peakRssMb: peakKb / 1024, fakesCpuMs: (cpu.user + cpu.system) / 1000, stdout, stderr };
+}
+
+function splitFigures(mode: "whole" | "spooled", path: string): SplitFigures {
+  const run = Bun.spawnSync([process.execPath, join(import.meta.dir, "split.ts"), mode, path], { cwd: ROOT, stdout: "pipe", stderr: "pipe" });
+  if (run.exitCode !== 0) {
+    throw new Error(`bench/split.ts ${mode} ${path} failed: ${run.stderr.toString()}`);
+  }
+  return JSON.parse(run.stdout.toString()) as SplitFigures;
+}
+
+interface BinaryFigures {
+  startupMs: number[];
+  sourceStartupMs: number[];
+  idleRssMb: { afterFixtures: number; afterLarge?: number };
+}
+
+async function measureBinary(fifty: CaseResult | undefined): Promise<BinaryFigures> {
+  const build = Bun.spawnSync([process.execPath, "run", "build"], { cwd: ROOT, stdout: "pipe", stderr: "pipe" });
+  if (build.exitCode !== 0) {
+    throw new Error(`bun run build failed: ${build.stderr.toString()}`);
+  }
+
+  citalid.setVersions([]);
+  const startupMs: number[] = [];
+  const sourceStartupMs: number[] = [];
+  for (let round = 0; round < 7; round++) {
+    startupMs.push(await timeToFirstRequest([BINARY, "--once"]));
+    sourceStartupMs.push(await timeToFirstRequest([process.execPath, join(ROOT, "main.ts"), "--once"]));
+  }
+
+  citalid.setVersions(fixtureCitalidVersions());
+  const afterFixtures = await idleRss();
+  let afterLarge: number | undefined;
+  if (fifty?.version !== undefined) {
+    const path = versionPath(fifty.case);
+    generateVersion({ path, targetBytes: fifty.case.megabytes * 1_000_000 });
+    citalid.setVersions([{ id: VERSION_ID, bodyFile: path }]);
+    afterLarge = await idleRss();
+    if (!flags.keep) {
+      rmSync(path, { force: true });
+    }
+  }
+  return { startupMs, sourceStartupMs, idleRssMb: { afterFixtures, afterLarge } };
+}
+
+// Returns the milliseconds from spawning `command` to the first request the
+// fake OpenCTI receives from it.
+async function timeToFirstRequest(command: string[]): Promise<number> {
+  const stateDir = mkdtempSync(join(OUT, "state-"));
+  const seen = opencti.requests.length;
+  const started = Date.now();
+  const proc = Bun.spawn(command, { cwd: ROOT, env: connectorEnv(stateDir), stdout: "ignore", stderr: "ignore" });
+  while (opencti.requests.length === seen && proc.exitCode === null) {
+    await Bun.sleep(1);
+  }
+  const first = opencti.requests[seen];
+  await proc.exited;
+  rmSync(stateDir, { recursive: true, force: true });
+  if (first === undefined) {
+    throw new Error(`${command.join(" ")} exited with code ${proc.exitCode} before any request`);
+  }
+  return first.time - started;
+}
+
+// Runs the binary on a schedule, waits for the first run to end, and
+// returns its resident set size 3 s later, in MB.
+async function idleRss(): Promise<number> {
+  const stateDir = mkdtempSync(join(OUT, "state-"));
+  const proc = Bun.spawn([BINARY], { cwd: ROOT, env: connectorEnv(stateDir, { CONNECTOR_DURATION_PERIOD: "PT1H" }), stdout: "ignore", stderr: "pipe" });
+  try {
+    // stderr is read to its end, so that the binary's later log lines never meet a closed pipe.
+    let text = "";
+    let idle!: () => void;
+    const scheduled = new Promise<void>((resolve) => (idle = resolve));
+    const drained = (async () => {
+      const decoder = new TextDecoder();
+      for await (const chunk of proc.stderr) {
+        text += decoder.decode(chunk, { stream: true });
+        if (text.includes("Schedule next run of connector")) {
+          idle();
+        }
+      }
+      idle();
+    })();
+    await scheduled;
+    await Bun.sleep(3000);
+    const kb = readStatusKb(proc.pid, "VmRSS");
+    if (kb === undefined) {
+      throw new Error(`the binary exited before it was idle: ${text.slice(-500)}`);
+    }
+    return kb / 1024;
+  } finally {
+    proc.kill("SIGTERM");
+    await proc.exited;
+    rmSync(stateDir, { recursive: true, force: true });
+  }
+}
+
+function readStatusKb(pid: number, field: string): number | undefined {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, "utf8");
+    const match = new RegExp(`${field}:\\s+(\\d+) kB`).exec(status);
+    return match ? Number(match[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function logLines(text: string): { message: string; attributes?: Record<string, unknown> }[] {
+  const lines: { message: string; attributes?: Record<string, unknown> }[] = [];
+  for (const line of text.split("\n")) {
+    const start = line.indexOf("{");
+    if (start < 0) {
+      continue;
+    }
+    try {
+      lines.push(JSON.parse(line.slice(start)));
+    } catch {
+      // Not a JSON log line.
+    }
+  }
+  return lines;
+}
+
+/** Starts an HTTP server that reads and drops request bodies, the floor's upload target. */
+async function startSink(): Promise<{ url: string; close(): void }> {
+  const server = createServer((req, res) => {
+    req.on("data", () => {});
+    req.on("end", () => {
+      res.writeHead(200, { "content-type": "text/plain" });
+      res.end("ok");
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const address = server.address() as { port: number };
+  return { url: `http://127.0.0.1:${address.port}/`, close: () => server.close() };
+}
+
+// Returns the wall time of a measurement, with the range over its runs.
+function wall(measured: Measured | undefined): string {
+  if (measured === undefined) {
+    return "–";
+  }
+  if (measured.code !== 0) {
+    return `failed: ${failure(measured)}`;
+  }
+  const walls = measured.wallsMs;
+  if (walls === undefined || walls.length < 2) {
+    return seconds(measured.wallMs);
+  }
+  return `${seconds(measured.wallMs)} (${seconds(Math.min(...walls))}–${seconds(Math.max(...walls))})`;
+}
+
+// Returns the error a failed process printed, such as "RangeError: Out of memory".
+function failure(measured: Measured): string {
+  const line = measured.stderr.split("\n").find((candidate) => /\b[A-Z]\w*Error\b/.test(candidate));
+  return line?.trim().slice(0, 120) ?? `exit code ${measured.code}`;
+}
+
+function seconds(ms: number | undefined): string {
+  return ms === undefined || Number.isNaN(ms) ? "–" : (ms / 1000).toFixed(2);
+}
+
+function megabytes(mb: number | undefined): string {
+  return mb === undefined || Number.isNaN(mb) ? "–" : mb.toFixed(0);
+}
+
+function ratio(a: number | undefined, b: number | undefined): string {
+  return a === undefined || b === undefined || Number.isNaN(a) || Number.isNaN(b) || b === 0 ? "–" : (a / b).toFixed(2);
+}
+
+function printCase(result: CaseResult): void {
+  if (result.skipped) {
+    console.log(`${result.case.name}: skipped, ${result.skipped}`);
+    return;
+  }
+  const connector = result.connector!;
+  console.log(
+    `${result.case.name}: ${result.version!.objects} objects, ${(result.version!.bytes / 1e6).toFixed(0)} MB; ` +
+      `connector ${seconds(connector.wallMs)} s, ${megabytes(connector.peakRssMb)} MB peak, ${connector.bundles} bundles${connector.ok ? "" : `, FAILED: ${connector.problem}`}; ` +
+      `floor ${seconds(result.floor?.wallMs)} s; naive ${seconds(result.naive?.wallMs)} s, ${megabytes(result.naive?.peakRssMb)} MB peak${result.naive?.code === 0 ? "" : ", FAILED"}; ` +
+      `fakes' CPU: connector ${seconds(connector.fakesCpuMs)} s, naive ${seconds(result.naive?.fakesCpuMs)} s, floor ${seconds(result.floor?.fakesCpuMs)} s`,
+  );
+}
+
+interface TargetRow {
+  target: string;
+  measured: string;
+  verdict: string;
+}
+
+// Checks the measured figures against the connector's targets.
+function targetRows(cases: CaseResult[], binary: BinaryFigures | undefined): TargetRow[] {
+  const rows: TargetRow[] = [];
+  const check = (target: string, value: number | undefined, limit: number | undefined, unit: string, inclusive: boolean) => {
+    if (value === undefined || limit === undefined || Number.isNaN(value) || Number.isNaN(limit)) {
+      rows.push({ target, measured: "not measured", verdict: "–" });
+      return;
+    }
+    const met = inclusive ? value <= limit : value < limit;
+    const shown = (figure: number) => (unit === "s" ? figure.toFixed(2) : figure.toFixed(0));
+    rows.push({
+      target,
+      measured: `${shown(value)} ${unit} (limit ${shown(limit)} ${unit})`,
+      verdict: met ? "met" : `missed by ${shown(value - limit)} ${unit}`,
+    });
+  };
+  const two = cases.find((result) => result.case.megabytes === 200 && !result.case.withoutAuthor && !result.skipped);
+  const eight = cases.find((result) => result.case.megabytes === 800 && !result.skipped);
+  check("200 MB version: peak RSS at most 200 MB", two?.connector?.peakRssMb, 200, "MB", true);
+  const naiveMs = two?.naive?.code === 0 ? two.naive.wallMs : undefined;
+  check("200 MB version: wall time at most 0.35 × the naive pipeline's", two ? two.connector!.wallMs / 1000 : undefined, naiveMs === undefined ? undefined : (0.35 * naiveMs) / 1000, "s", true);
+  check("800 MB version completes with peak RSS below 400 MB", eight?.connector?.ok ? eight.connector.peakRssMb : undefined, 400, "MB", false);
+  if (binary) {
+    const median = [...binary.startupMs].sort((a, b) => a - b)[Math.floor(binary.startupMs.length / 2)]!;
+    check("compiled binary: idle RSS between runs at most 60 MB (after the 50 MB version)", binary.idleRssMb.afterLarge, 60, "MB", true);
+    check("compiled binary: start-up to the first request under 100 ms (median)", median, 100, "ms", false);
+  }
+  return rows;
+}
+
+function writeResults(cases: CaseResult[], releases: { release: string; whole: SplitFigures; spooled: SplitFigures }[], binary: BinaryFigures | undefined): void {
+  const lines: string[] = [];
+  const push = (...text: string[]) => lines.push(...text);
+  const cpu = cpus();
+  push(
+    `Measured ${new Date().toISOString().slice(0, 10)} with \`bun run bench\` on ${cpu.length} cores (${cpu[0]?.model.trim() ?? "unknown CPU"}), ` +
+      `${(totalmem() / 2 ** 30).toFixed(0)} GiB of memory, Bun ${Bun.version}, Linux. Peak RSS from ${existsSync(TIME) ? "`/usr/bin/time -f %M`" : "/proc/<pid>/status VmHWM"}. ` +
+      `Each pipeline ran ${REPEAT} time(s) per version: wall times are medians with the range in brackets, peak RSS the highest of the runs. ` +
+      `Load average (1 min) ${loadAtStart.toFixed(2)} at the start and ${loadavg()[0]!.toFixed(2)} at the end, as other processes shared the machine.`,
+    "",
+    "### Import of one version (api protocol, `CONNECTOR_PUSH_MAX_MB=10`)",
+    "",
+    "| version | objects | connector wall s | connector peak RSS MB | objects/s | MB/s | floor wall s | naive wall s | naive peak RSS MB | wall ÷ floor | wall ÷ naive | RSS ÷ floor | RSS ÷ naive |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+  );
+  for (const result of cases) {
+    if (result.skipped) {
+      push(`| ${result.case.name} | skipped: ${result.skipped} |||||||||||| |`);
+      continue;
+    }
+    const connector = result.connector!;
+    const wallSeconds = connector.wallMs / 1000;
+    const status = connector.ok ? "" : ` (failed: ${connector.problem})`;
+    const naiveOk = result.naive?.code === 0;
+    push(
+      `| ${result.case.name}${status} | ${result.version!.objects} | ${wall(connector)} | ${megabytes(connector.peakRssMb)} | ` +
+        `${Math.round(result.version!.objects / wallSeconds)} | ${(result.version!.bytes / 1e6 / wallSeconds).toFixed(0)} | ` +
+        `${wall(result.floor)} | ${wall(result.naive)} | ${megabytes(result.naive?.peakRssMb)} | ` +
+        `${ratio(connector.wallMs, result.floor?.wallMs)} | ${naiveOk ? ratio(connector.wallMs, result.naive?.wallMs) : "–"} | ` +
+        `${ratio(connector.peakRssMb, result.floor?.peakRssMb)} | ${naiveOk ? ratio(connector.peakRssMb, result.naive?.peakRssMb) : "–"} |`,
+    );
+  }
+  push(
+    "",
+    "Details: the connector's own time for the version is from its log line; the fakes' CPU is the CPU time of the benchmark process, which runs both fakes, during each run.",
+    "",
+    "| version | bytes | bundles pushed | connector's time for the version s | fakes' CPU, connector run s | fakes' CPU, naive run s | floor: download s | floor: upload s | floor peak RSS MB |",
+    "|---|---|---|---|---|---|---|---|---|",
+  );
+  for (const result of cases.filter((candidate) => !candidate.skipped)) {
+    push(
+      `| ${result.case.name} | ${result.version!.bytes} | ${result.connector!.bundles} | ${seconds(result.connector!.versionMs)} | ` +
+        `${seconds(result.connector!.fakesCpuMs)} | ${seconds(result.naive?.fakesCpuMs)} | ` +
+        `${seconds(result.floor?.downloadMs)} | ${seconds(result.floor?.uploadMs)} | ${megabytes(result.floor?.peakRssMb)} |`,
+    );
+  }
+  push("", "### Targets", "", "| target | measured | verdict |", "|---|---|---|");
+  for (const row of targetRows(cases, binary)) {
+    push(`| ${row.target} | ${row.measured} | ${row.verdict} |`);
+  }
+
+  push("", "### The amqp splitter alone", "", "| version | objects | messages | form | split s | objects/s | peak RSS MB |", "|---|---|---|---|---|---|---|");
+  const splitRows: { name: string; figures: { whole: SplitFigures; spooled: SplitFigures } }[] = [
+    ...releases.map((release) => ({ name: release.release, figures: release })),
+    ...cases.filter((result) => result.split).map((result) => ({ name: result.case.name, figures: result.split! })),
+  ];
+  for (const row of splitRows) {
+    for (const form of ["whole", "spooled"] as const) {
+      const figures = row.figures[form];
+      push(
+        `| ${row.name} | ${figures.objects} | ${figures.messages} | ${form} | ${seconds(figures.splitMs)} | ${Math.round(figures.objectsPerSecond)} | ${megabytes(figures.peakRssMb)} |`,
+      );
+    }
+  }
+
+  if (binary) {
+    const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
+    push(
+      "",
+      "### The compiled binary",
+      "",
+      "| figure | value |",
+      "|---|---|",
+      `| start-up to the first request, binary, median of ${binary.startupMs.length} (min–max) | ${median(binary.startupMs)} ms (${Math.min(...binary.startupMs)}–${Math.max(...binary.startupMs)}) |`,
+      `| the same for \`bun main.ts\` | ${median(binary.sourceStartupMs)} ms (${Math.min(...binary.sourceStartupMs)}–${Math.max(...binary.sourceStartupMs)}) |`,
+      `| idle RSS between runs, after importing the four ICS releases | ${megabytes(binary.idleRssMb.afterFixtures)} MB |`,
+      `| idle RSS between runs, after importing the 50 MB version | ${megabytes(binary.idleRssMb.afterLarge)} MB |`,
+    );
+  }
+
+  const generated = lines.join("\n");
+  const start = "<!-- bench:start -->";
+  const end = "<!-- bench:end -->";
+  const previous = existsSync(RESULTS) ? readFileSync(RESULTS, "utf8") : `# Benchmark results\n\n${start}\n${end}\n`;
+  const from = previous.indexOf(start);
+  const to = previous.indexOf(end);
+  const text = from >= 0 && to > from ? previous.slice(0, from + start.length) + "\n" + generated + "\n" + previous.slice(to) : `${previous}\n${start}\n${generated}\n${end}\n`;
+  writeFileSync(RESULTS, text);
+  writeFileSync(join(OUT, "results.json"), JSON.stringify({ cases, releases, binary }, null, 2));
+}
