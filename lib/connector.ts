@@ -1,12 +1,11 @@
 import { readFileSync } from "node:fs";
-import { createAmqpSender } from "./amqp.ts";
 import { CitalidClient } from "./citalid.ts";
 import type { Config } from "./config.ts";
 import { OpenCTIError } from "./errors.ts";
 import { readProxyEnvironment } from "./http.ts";
 import { warnIfConnectorIdInUse } from "./instance-check.ts";
 import type { Logger } from "./log.ts";
-import { ConnectorMetrics, MetricsPortError, type MetricsServer, serveMetrics } from "./metrics.ts";
+import type { ConnectorMetrics, MetricsServer } from "./metrics.ts";
 import { type ConnectorInfo, OpenCTIClient, type Registration, platformAtLeast } from "./opencti.ts";
 import { Pinger } from "./ping.ts";
 import { configureProgress, trackDownloads } from "./progress.ts";
@@ -98,8 +97,13 @@ export async function runConnector(config: Config, logger: Logger, options: { on
   }
 
   configureProgress({ intervalMs: timings.progressIntervalMs });
-  const metrics = config.connector.exposeMetrics
-    ? new ConnectorMetrics({ namespace: config.connector.metricsNamespace, subsystem: config.connector.metricsSubsystem })
+  // prom-client and amqplib are loaded only when their setting asks for
+  // them, metrics.ts here and amqp.ts in createSender, because a loaded
+  // module stays resident: prom-client added about 3 MB to the idle binary
+  // (measured on Bun 1.4.5).
+  const metricsModule = config.connector.exposeMetrics ? await import("./metrics.ts") : undefined;
+  const metrics = metricsModule
+    ? new metricsModule.ConnectorMetrics({ namespace: config.connector.metricsNamespace, subsystem: config.connector.metricsSubsystem })
     : undefined;
   const downloads = trackDownloads({ logger, onBytes: (bytes) => metrics?.bytesDownloaded(bytes) });
 
@@ -113,8 +117,8 @@ export async function runConnector(config: Config, logger: Logger, options: { on
   let metricsServer: MetricsServer | undefined;
   try {
     openSpoolFolder(config.connector.spoolDir, logger);
-    if (metrics) {
-      metricsServer = startMetricsServer(config, metrics, logger);
+    if (metricsModule && metrics) {
+      metricsServer = startMetricsServer(config, metrics, logger, metricsModule);
     }
     const opencti = new OpenCTIClient({
       url: config.opencti.url,
@@ -226,6 +230,14 @@ export async function runConnector(config: Config, logger: Logger, options: { on
         },
       });
       currentWork = undefined;
+      // A run's garbage would otherwise stay in memory until the next run:
+      // after a 50 MB version, the binary idled at about 100 MB without this
+      // collection and 60 MB with it and the shrink (bench/RESULTS.md).
+      // Bun.shrink is deprecated in Bun 1.4.5, so it is called only if present.
+      Bun.gc(true);
+      if (typeof Bun.shrink === "function") {
+        Bun.shrink();
+      }
       downloads.finish();
       metrics?.runFinished(outcome);
       if (outcome.error instanceof OpenCTIError && outcome.error.code === "AUTH_REQUIRED") {
@@ -298,11 +310,11 @@ export async function runConnector(config: Config, logger: Logger, options: { on
 }
 
 /** Starts the metrics server. Raises FatalError when the port cannot be bound. */
-function startMetricsServer(config: Config, metrics: ConnectorMetrics, logger: Logger): MetricsServer {
+function startMetricsServer(config: Config, metrics: ConnectorMetrics, logger: Logger, metricsModule: typeof import("./metrics.ts")): MetricsServer {
   try {
-    return serveMetrics({ metrics, host: config.connector.metricsHost, port: config.connector.metricsPort, logger });
+    return metricsModule.serveMetrics({ metrics, host: config.connector.metricsHost, port: config.connector.metricsPort, logger });
   } catch (error) {
-    if (error instanceof MetricsPortError) {
+    if (error instanceof metricsModule.MetricsPortError) {
       throw new FatalError(error.message);
     }
     throw error;
@@ -393,6 +405,7 @@ async function createSender(config: Config, opencti: OpenCTIClient, registration
       logger,
     });
   }
+  const { createAmqpSender } = await import("./amqp.ts");
   const amqp = createAmqpSender({
     registration,
     mq: config.mq,
