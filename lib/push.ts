@@ -52,7 +52,8 @@ export async function pushSpooledVersion(version: SpooledVersion, options: Spool
     for (const plan of planChunks(version, options.maxRequestBytes, encoding)) {
       const body = buffers[result.bundles % 2]!.write(plan, options.request, version);
       const objects = plan.pieces.length;
-      // The pieces are in the body now: released before the collection below.
+      // The pieces are in the body now. Emptying the list frees the strings
+      // of parsed objects at once, though the plan lives until it is accepted.
       plan.pieces.length = 0;
       if (inFlight !== undefined) {
         const pending = inFlight;
