@@ -50,6 +50,12 @@ export const Rec = {
   extensionId: 8,
 } as const;
 
+// NOTE: a member name that appears twice in one object leaves the records
+// of both values. Readers that assign top-level *_ref and *_refs keys in
+// order get JSON.parse's result (first position, last value), but the
+// dependency order also follows the first value's references, and an
+// `extensions` member that a later one replaces still gives its id.
+
 /** `target` of a `topRef` record whose value is null. */
 export const NULL_VALUE = -1;
 /** `target` of a reference whose value is not a string (and not a null `*_ref`). */
