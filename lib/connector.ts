@@ -97,8 +97,8 @@ export async function runConnector(config: Config, logger: Logger, options: { on
   }
 
   configureProgress({ intervalMs: timings.progressIntervalMs });
-  // prom-client and amqplib are loaded only when their setting asks for
-  // them, metrics.ts here and amqp.ts in createSender, because a loaded
+  // prom-client and amqplib are loaded only when their setting is on,
+  // metrics.ts here and amqp.ts in createSender, because a loaded
   // module stays resident: prom-client added about 3 MB to the idle binary
   // (measured on Bun 1.4.5).
   const metricsModule = config.connector.exposeMetrics ? await import("./metrics.ts") : undefined;
@@ -413,8 +413,9 @@ async function createSender(config: Config, opencti: OpenCTIClient, registration
     addExpectations: (workId, count) => opencti.workAddExpectations(workId, count),
     logger,
   });
-  // A wrong broker address or password shows at start-up, not only at the
-  // first version; a broker that is down now may be up by the first push.
+  // Connecting now shows a wrong broker address or password at start-up.
+  // A failure is only logged, because a broker that is down now may be up by
+  // the first push.
   try {
     await amqp.connect();
   } catch (error) {

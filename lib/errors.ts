@@ -1,7 +1,7 @@
 /**
  * A failure that ends the current run with a message meant for the operator.
- * `retryable` tells whether the next run may succeed without a change of
- * configuration (a server error) or not (bad credentials).
+ * `retryable` is true when the next run may succeed without a change of
+ * configuration (a server error) and false when it cannot (bad credentials).
  */
 export class RunError extends Error {
   override name = "RunError";

@@ -26,7 +26,7 @@ export interface LoggerOptions {
   level?: LogLevel;
   /** JSON lines (true) or readable lines (false). @default true */
   json?: boolean;
-  /** Where lines go. @default process.stderr */
+  /** Function that writes one line. @default a write to process.stderr */
   write?: (line: string) => void;
   /**
    * Prefix each line with the sd-daemon severity (`<3>` for errors) so that

@@ -11,7 +11,7 @@ export interface PingerOptions {
   /** Returns the connector info to send. */
   info: () => ConnectorInfo;
   /**
-   * Called when the platform answers with a state other than the one sent,
+   * Called when the platform returns a state other than the one sent,
    * which is what a reset from the OpenCTI UI looks like.
    */
   onRemoteState: (remote: string | null, sent: string) => void;

@@ -7,7 +7,7 @@ import { type ConnectorState, type StateFile, parseState, serializeState } from 
  * and the platform. Every change is written to the file, then sent to the
  * platform at once with a ping. A different state coming back from the
  * platform (a reset from the OpenCTI UI) replaces the local one and bumps
- * {@linkcode StateSync.generation}, which tells a run in progress to stop.
+ * {@linkcode StateSync.generation}, which makes a run in progress stop.
  */
 export class StateSync {
   readonly #file: StateFile;

@@ -34,7 +34,10 @@ export function compareVersionIds(a: string, b: string): number {
     return restOrder;
   }
   // Distinct ids that the collator ranks equal still need a fixed order.
-  return a < b ? -1 : a > b ? 1 : 0;
+  if (a < b) {
+    return -1;
+  }
+  return a > b ? 1 : 0;
 }
 
 /**
