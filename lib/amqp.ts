@@ -1,6 +1,4 @@
-import { randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { rootCertificates } from "node:tls";
 
 import { connect, type ChannelModel, type ConfirmChannel, type Options, type SocketOptions } from "amqplib";
 
@@ -286,7 +284,7 @@ export function createAmqpSender(options: AmqpSenderOptions): AmqpSender {
     const authorMissing = author !== undefined && !objects.some((object) => object.id === author.id);
     const withAuthor = authorMissing ? [author, ...objects] : objects;
 
-    const split = splitBundle({ id: `bundle--${randomUUID()}`, objects: withAuthor });
+    const split = splitBundle({ id: `bundle--${crypto.randomUUID()}`, objects: withAuthor });
     const dropped = split.incompatible.length;
     if (split.bundles.length === 0) {
       logger.warn("Nothing to send: every object of the version was dropped as incompatible", {
@@ -575,6 +573,9 @@ function resolveTarget(registered: RabbitMqConnection, options: AmqpSenderOption
       );
     }
     if (options.caFile !== undefined) {
+      // A require, because the compiled bundle hoists the imports of this
+      // lazily loaded file, so an import would load node:tls at every start.
+      const { rootCertificates } = require("node:tls") as typeof import("node:tls");
       socket.ca = [...rootCertificates, readCaFile(options.caFile)];
     }
   }

@@ -1,5 +1,4 @@
 import ky, { type KyInstance, isHTTPError, isNetworkError, isTimeoutError } from "ky";
-import { getCACertificates } from "node:tls";
 import type { Logger } from "./log.ts";
 
 /** Options of {@linkcode createHttp}. */
@@ -156,6 +155,9 @@ export function describeHttpFailure(error: unknown): string {
  * `SSL_CERT_DIR`) and `NODE_EXTRA_CA_CERTS`.
  */
 export function withDefaultCertificates(extraPem: string): string[] {
+  // Required here so that node:tls loads only when a CA file is set,
+  // because a loaded module stays resident in the idle process.
+  const { getCACertificates } = require("node:tls") as typeof import("node:tls");
   const extra = extraPem.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [extraPem];
   return [...new Set([...getCACertificates("default"), ...getCACertificates("system"), ...extra])];
 }

@@ -1,5 +1,3 @@
-import { createHash, randomUUID } from "node:crypto";
-
 import type { StixObject } from "./stix.ts";
 
 // A port of pycti's OpenCTIStix2Splitter.split_bundle_with_expectations
@@ -178,7 +176,9 @@ export function uuid5(namespace: string, name: string): string {
     );
   }
 
-  const hash = createHash("sha1")
+  // Bun's hasher, not node:crypto's createHash: importing node:crypto loads
+  // that module at start-up, and a loaded module stays resident.
+  const hash = new Bun.CryptoHasher("sha1")
     .update(Buffer.from(namespace.replaceAll("-", ""), "hex"))
     .update(name, "utf8")
     .digest();
@@ -282,7 +282,7 @@ export function splitBundle(
     throw new BundleSplitError("The bundle has no objects array: pass a STIX bundle with an `objects` list");
   }
 
-  const bundleId = bundle.id ?? `bundle--${randomUUID()}`;
+  const bundleId = bundle.id ?? `bundle--${crypto.randomUUID()}`;
   const splitter = new Splitter(options.cleanupInconsistentBundle ?? false);
   const ids = splitter.index(bundle.objects);
 
