@@ -1,7 +1,6 @@
 import { readFileSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import * as v from "valibot";
-import { parseDocument } from "yaml";
 import { DurationError, parseDuration } from "./duration.ts";
 import type { Logger } from "./log.ts";
 
@@ -731,6 +730,9 @@ function readConfigFile(
     ]);
   }
 
+  // Required here so that the yaml package loads only when there is a file
+  // to read, because a loaded module stays resident in the idle process.
+  const { parseDocument } = require("yaml") as typeof import("yaml");
   // The yaml package's messages quote source lines, which may contain a
   // password, so only the first line of each message is kept.
   const document = parseDocument(text, { uniqueKeys: true, prettyErrors: true });
