@@ -16,7 +16,9 @@ export function hasDatePrefix(id: string): boolean {
   );
 }
 
-const collator = new Intl.Collator("en", { numeric: true, sensitivity: "variant" });
+// Created on the first comparison of two ids of the same day, because an
+// ICU collator stays resident in the idle process once created.
+let collator: Intl.Collator | undefined;
 
 /**
  * Compares two version ids: the `YYYYMMDD` date first, then the rest of the
@@ -24,11 +26,14 @@ const collator = new Intl.Collator("en", { numeric: true, sensitivity: "variant"
  * must have a date prefix.
  */
 export function compareVersionIds(a: string, b: string): number {
-  const dateOrder = a.slice(0, 8).localeCompare(b.slice(0, 8));
-  if (dateOrder !== 0) {
-    return dateOrder;
+  // Both prefixes are eight ASCII digits, so code-unit order is date order.
+  const dateA = a.slice(0, 8);
+  const dateB = b.slice(0, 8);
+  if (dateA !== dateB) {
+    return dateA < dateB ? -1 : 1;
   }
 
+  collator ??= new Intl.Collator("en", { numeric: true, sensitivity: "variant" });
   const restOrder = collator.compare(a.slice(8), b.slice(8));
   if (restOrder !== 0) {
     return restOrder;
