@@ -26,7 +26,7 @@
  *             bench/RESULTS.md is left as is; exits 1 when a run fails
  *   --sizes   only the versions of these sizes in MB, and RESULTS.md is
  *             left as is
- *   --repeat  runs of each pipeline per version @default 3, 1 with --smoke
+ *   --repeat  runs of each pipeline per version @default 5, 1 with --smoke
  *   --keep    keep the generated versions in bench/out/
  */
 import { randomUUID } from "node:crypto";
@@ -143,7 +143,7 @@ const sizes = flags.sizes?.split(",").map(Number);
 // A partial run prints its figures but leaves bench/RESULTS.md as it is.
 const partial = flags.smoke === true || sizes !== undefined;
 const smoke = flags.smoke === true;
-const REPEAT = Math.max(1, Number(flags.repeat ?? (smoke ? 1 : 3)));
+const REPEAT = Math.max(1, Number(flags.repeat ?? (smoke ? 1 : 5)));
 const CASES: Case[] = smoke ? ALL_CASES.slice(0, 1) : ALL_CASES.filter((benchCase) => sizes === undefined || sizes.includes(benchCase.megabytes));
 
 mkdirSync(OUT, { recursive: true });
@@ -604,9 +604,6 @@ function printCase(result: CaseResult): void {
   );
 }
 
-// Decimals shown per unit in the targets table: one for MB, so that a
-// figure just over its limit does not read as equal to it.
-const DECIMALS: Record<string, number> = { s: 2, MB: 1 };
 
 interface TargetRow {
   target: string;
@@ -623,7 +620,9 @@ function targetRows(cases: CaseResult[], binary: BinaryFigures | undefined): Tar
       return;
     }
     const met = inclusive ? value <= limit : value < limit;
-    const shown = (figure: number) => figure.toFixed(DECIMALS[unit] ?? 0);
+    // One decimal for MB, so that a figure just over its limit does not read as equal to it.
+    const decimals = unit === "s" ? 2 : unit === "MB" ? 1 : 0;
+    const shown = (figure: number) => figure.toFixed(decimals);
     rows.push({
       target,
       measured: `${shown(value)} ${unit} (limit ${shown(limit)} ${unit})`,
