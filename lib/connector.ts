@@ -232,7 +232,8 @@ export async function runConnector(config: Config, logger: Logger, options: { on
       currentWork = undefined;
       // A run's garbage would otherwise stay in memory until the next run:
       // after a 50 MB version, the binary idled at about 100 MB without this
-      // collection and 60 MB with it and the shrink (bench/RESULTS.md).
+      // collection and the shrink, and at 60 MB with them (bench/RESULTS.md
+      // has the current figure).
       // Bun.shrink is deprecated in Bun 1.4.5, so it is called only if present.
       Bun.gc(true);
       if (typeof Bun.shrink === "function") {
