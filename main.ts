@@ -3,8 +3,6 @@
  * Entry point of the Citalid connector: reads the command line and the
  * settings, then hands over to the connector's run loop or to the check.
  */
-// First, so that the binary sets its allocator options before the other modules load.
-import "./lib/allocator.ts";
 import { dirname } from "node:path";
 import { runCheck } from "./lib/check.ts";
 import { HELP, UsageError, parseCommandLine } from "./lib/cli.ts";

@@ -152,36 +152,6 @@ describe("binary against the fakes", () => {
     expect(text).toContain("\nversions_imported_total 4\n");
   });
 
-  describe("allocator options", () => {
-    /** Starts the binary on a schedule and returns its environment once the first run has ended. */
-    async function environmentWhenIdle(extra: Record<string, string> = {}): Promise<string[]> {
-      const command = withEmptyEnvironment(binary, variables({ CONNECTOR_DURATION_PERIOD: "PT1H", ...extra }));
-      const connector = startConnector({ PATH: "/usr/bin:/bin" }, [], { command, cwd: stateDir });
-      try {
-        await connector.waitForLog("Schedule next run of connector");
-        // execve keeps the process id, so this is the running connector's environment.
-        return readFileSync(`/proc/${connector.proc.pid}/environ`, "utf8").split("\0");
-      } finally {
-        connector.proc.kill("SIGTERM");
-        await connector.exited;
-      }
-    }
-
-    test("sets MIMALLOC_PURGE_HOLES_MIN_INTERVAL", async () => {
-      const environment = await environmentWhenIdle();
-
-      expect(environment).toContain("MIMALLOC_PURGE_HOLES_MIN_INTERVAL=0");
-      expect(opencti.works).toHaveLength(1);
-    });
-
-    test("keeps the caller's value", async () => {
-      const environment = await environmentWhenIdle({ MIMALLOC_PURGE_HOLES_MIN_INTERVAL: "100" });
-
-      expect(environment).toContain("MIMALLOC_PURGE_HOLES_MIN_INTERVAL=100");
-      expect(environment).not.toContain("MIMALLOC_PURGE_HOLES_MIN_INTERVAL=0");
-    });
-  });
-
   describe("config.yml lookup", () => {
     // Settings that only config.yml sets: the Citalid credentials.
     function configText(): string {
