@@ -426,8 +426,26 @@ interface IdleMemory {
 interface BinaryFigures {
   startupMs: number[];
   sourceStartupMs: number[];
-  /** Median of REPEAT runs each, by total RSS. */
-  idleRssMb: { afterNothing: IdleMemory; afterFixtures: IdleMemory; afterLarge?: IdleMemory };
+  /** Median of REPEAT runs each, by total RSS, with the environment the systemd units set. */
+  idleRssMb: { afterNothing: IdleMemory; afterFixtures: IdleMemory; afterLarge?: IdleMemory; afterLargeWithoutUnitEnvironment?: IdleMemory };
+  /** Variables of the units' Environment= lines. */
+  unitEnvironment: Record<string, string>;
+}
+
+/**
+ * Returns the variables that a systemd unit sets with Environment= lines,
+ * such as the allocator option, so that the binary is measured as the
+ * units run it.
+ */
+function unitEnvironment(path: string): Record<string, string> {
+  const environment: Record<string, string> = {};
+  for (const line of readFileSync(path, "utf8").split("\n")) {
+    const match = /^Environment=([A-Za-z_][A-Za-z0-9_]*)=(.*)$/.exec(line.trim());
+    if (match) {
+      environment[match[1]!] = match[2]!;
+    }
+  }
+  return environment;
 }
 
 async function measureBinary(fifty: CaseResult | undefined): Promise<BinaryFigures> {
@@ -436,46 +454,49 @@ async function measureBinary(fifty: CaseResult | undefined): Promise<BinaryFigur
     throw new Error(`bun run build failed: ${build.stderr.toString()}`);
   }
 
+  const units = unitEnvironment(join(ROOT, "deploy", "citalid-connector.service"));
   citalid.setVersions([]);
   const startupMs: number[] = [];
   const sourceStartupMs: number[] = [];
   for (let round = 0; round < 7; round++) {
-    startupMs.push(await timeToFirstRequest([BINARY, "--once"]));
-    sourceStartupMs.push(await timeToFirstRequest([process.execPath, join(ROOT, "main.ts"), "--once"]));
+    startupMs.push(await timeToFirstRequest([BINARY, "--once"], units));
+    sourceStartupMs.push(await timeToFirstRequest([process.execPath, join(ROOT, "main.ts"), "--once"], units));
   }
 
   citalid.setVersions([]);
-  const afterNothing = await medianIdle();
+  const afterNothing = await medianIdle(units);
   citalid.setVersions(fixtureCitalidVersions());
-  const afterFixtures = await medianIdle();
+  const afterFixtures = await medianIdle(units);
   let afterLarge: IdleMemory | undefined;
+  let afterLargeWithoutUnitEnvironment: IdleMemory | undefined;
   if (fifty?.version !== undefined) {
     const path = versionPath(fifty.case);
     generateVersion({ path, targetBytes: fifty.case.megabytes * 1_000_000 });
     citalid.setVersions([{ id: VERSION_ID, bodyFile: path }]);
-    afterLarge = await medianIdle();
+    afterLarge = await medianIdle(units);
+    afterLargeWithoutUnitEnvironment = await medianIdle({});
     if (!flags.keep) {
       rmSync(path, { force: true });
     }
   }
-  return { startupMs, sourceStartupMs, idleRssMb: { afterNothing, afterFixtures, afterLarge } };
+  return { startupMs, sourceStartupMs, idleRssMb: { afterNothing, afterFixtures, afterLarge, afterLargeWithoutUnitEnvironment }, unitEnvironment: units };
 }
 
-async function medianIdle(): Promise<IdleMemory> {
+async function medianIdle(environment: Record<string, string>): Promise<IdleMemory> {
   const samples: IdleMemory[] = [];
   for (let round = 0; round < REPEAT; round++) {
-    samples.push(await idleRss());
+    samples.push(await idleRss(environment));
   }
   return samples.sort((a, b) => a.rss - b.rss)[Math.floor(samples.length / 2)]!;
 }
 
 // Returns the milliseconds from spawning `command` to the first request the
 // fake OpenCTI receives from it.
-async function timeToFirstRequest(command: string[]): Promise<number> {
+async function timeToFirstRequest(command: string[], environment: Record<string, string>): Promise<number> {
   const stateDir = mkdtempSync(join(OUT, "state-"));
   const seen = opencti.requests.length;
   const started = Date.now();
-  const proc = Bun.spawn(command, { cwd: ROOT, env: connectorEnv(stateDir, local), stdout: "ignore", stderr: "ignore" });
+  const proc = Bun.spawn(command, { cwd: ROOT, env: connectorEnv(stateDir, local, environment), stdout: "ignore", stderr: "ignore" });
   while (opencti.requests.length === seen && proc.exitCode === null) {
     await Bun.sleep(1);
   }
@@ -488,11 +509,12 @@ async function timeToFirstRequest(command: string[]): Promise<number> {
   return first.time - started;
 }
 
-// Runs the binary on a schedule, waits for the first run to end, and
-// returns its resident memory 3 s later, in MB.
-async function idleRss(): Promise<IdleMemory> {
+// Runs the binary on a schedule with `environment` added, waits for the
+// first run to end, and returns its resident memory 3 s later, in MB.
+async function idleRss(environment: Record<string, string>): Promise<IdleMemory> {
   const stateDir = mkdtempSync(join(OUT, "state-"));
-  const proc = Bun.spawn([BINARY], { cwd: ROOT, env: connectorEnv(stateDir, local, { CONNECTOR_DURATION_PERIOD: "PT1H" }), stdout: "ignore", stderr: "pipe" });
+  const env = connectorEnv(stateDir, local, { ...environment, CONNECTOR_DURATION_PERIOD: "PT1H" });
+  const proc = Bun.spawn([BINARY], { cwd: ROOT, env, stdout: "ignore", stderr: "pipe" });
   try {
     // stderr is read to its end, so that the binary's later log lines never meet a closed pipe.
     let text = "";
@@ -728,6 +750,8 @@ function writeResults(cases: CaseResult[], releases: { release: string; whole: S
       "",
       "### The compiled binary",
       "",
+      `Measured with the environment that the systemd units set: ${Object.entries(binary.unitEnvironment).map(([name, value]) => `\`${name}=${value}\``).join(", ") || "none"}, except in the last row.`,
+      "",
       "| figure | value |",
       "|---|---|",
       `| start-up to the first request, binary, median of ${binary.startupMs.length} (min–max) | ${median(binary.startupMs)} ms (${Math.min(...binary.startupMs)}–${Math.max(...binary.startupMs)}) |`,
@@ -735,6 +759,7 @@ function writeResults(cases: CaseResult[], releases: { release: string; whole: S
       `| idle RSS between runs, after a run with nothing to import | ${idle(binary.idleRssMb.afterNothing)} |`,
       `| idle RSS between runs, after importing the four ICS releases | ${idle(binary.idleRssMb.afterFixtures)} |`,
       `| idle RSS between runs, after importing the 50 MB version | ${idle(binary.idleRssMb.afterLarge)} |`,
+      `| the same without the units' environment | ${idle(binary.idleRssMb.afterLargeWithoutUnitEnvironment)} |`,
     );
   }
 

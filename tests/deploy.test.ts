@@ -122,6 +122,10 @@ describe("systemd units", () => {
       });
     }
 
+    test(`${name} sets the allocator option`, () => {
+      expect(setting(readUnit(name), "Service", "Environment")).toBe("MIMALLOC_PURGE_HOLES_MIN_INTERVAL=0");
+    });
+
     test(`${name} allows JIT memory`, () => {
       // Bun's JavaScript engine needs writable and executable memory.
       expect(setting(readUnit(name), "Service", "MemoryDenyWriteExecute")).not.toBe("yes");
@@ -466,6 +470,10 @@ describe("Dockerfile", () => {
     expect(stages).toHaveLength(2);
     expect(args(build, "FROM")[0]).toMatch(/^oven\/bun:\S+ AS build$/);
     expect(args(runtime, "FROM")[0]).not.toContain("bun");
+  });
+
+  test("runtime sets the allocator option", () => {
+    expect(args(runtime, "ENV")).toContain("MIMALLOC_PURGE_HOLES_MIN_INTERVAL=0");
   });
 
   test("builds with Bun of package.json", () => {
