@@ -21,7 +21,7 @@
  * median wall time and the highest peak RSS, because other processes on
  * the machine make single runs vary. The load average is recorded.
  *
- * Usage: bun bench/bench.ts [--smoke] [--sizes 50,200] [--repeat 3] [--keep]
+ * Usage: bun bench/bench.ts [--smoke] [--sizes 50,200] [--repeat 5] [--keep]
  *   --smoke   the smallest size only, once, no splitter or binary runs, and
  *             bench/RESULTS.md is left as is; exits 1 when a run fails
  *   --sizes   only the versions of these sizes in MB, and RESULTS.md is
@@ -30,7 +30,7 @@
  *   --keep    keep the generated versions in bench/out/
  */
 import { randomUUID } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statfsSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statfsSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, totalmem } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -130,9 +130,16 @@ interface SplitFigures {
   peakRssMb: number;
 }
 
-const { values: flags } = parseArgs({
-  options: { smoke: { type: "boolean" }, keep: { type: "boolean" }, sizes: { type: "string" }, repeat: { type: "string" } },
-});
+const USAGE = "Usage: bun bench/bench.ts [--smoke] [--sizes 50,200,800] [--repeat N] [--keep]";
+let flags: { smoke?: boolean; keep?: boolean; sizes?: string; repeat?: string };
+try {
+  flags = parseArgs({
+    options: { smoke: { type: "boolean" }, keep: { type: "boolean" }, sizes: { type: "string" }, repeat: { type: "string" } },
+  }).values;
+} catch (error) {
+  console.error(`${(error as Error).message}\n${USAGE}`);
+  process.exit(2);
+}
 const ALL_CASES: Case[] = [
   { name: "50 MB", megabytes: 50, withoutAuthor: false },
   { name: "200 MB", megabytes: 200, withoutAuthor: false },
@@ -140,6 +147,15 @@ const ALL_CASES: Case[] = [
   { name: "800 MB", megabytes: 800, withoutAuthor: false },
 ];
 const sizes = flags.sizes?.split(",").map(Number);
+const unknownSizes = sizes?.filter((size) => !ALL_CASES.some((benchCase) => benchCase.megabytes === size));
+if (unknownSizes !== undefined && unknownSizes.length > 0) {
+  console.error(`Invalid --sizes ${JSON.stringify(flags.sizes)}: the sizes are 50, 200 and 800 (MB), comma-separated.\n${USAGE}`);
+  process.exit(2);
+}
+if (flags.repeat !== undefined && !(Number.isInteger(Number(flags.repeat)) && Number(flags.repeat) >= 1)) {
+  console.error(`Invalid --repeat ${JSON.stringify(flags.repeat)}: give a whole number of runs, 1 or more.\n${USAGE}`);
+  process.exit(2);
+}
 // A partial run prints its figures but leaves bench/RESULTS.md as it is.
 const partial = flags.smoke === true || sizes !== undefined;
 const smoke = flags.smoke === true;
@@ -148,6 +164,32 @@ const CASES: Case[] = smoke ? ALL_CASES.slice(0, 1) : ALL_CASES.filter((benchCas
 
 mkdirSync(OUT, { recursive: true });
 const loadAtStart = loadavg()[0]!;
+
+// Processes this benchmark started and has not seen exit. A SIGTERM or
+// SIGINT stops them with their children (`/usr/bin/time` does not pass a
+// signal on to the program it measures), removes the generated versions
+// unless --keep, and exits.
+const children = new Set<number>();
+for (const signal of ["SIGTERM", "SIGINT"] as const) {
+  process.on(signal, () => {
+    for (const pid of children) {
+      killTree(pid);
+    }
+    if (!flags.keep) {
+      for (const benchCase of CASES) {
+        rmSync(versionPath(benchCase), { force: true });
+      }
+    }
+    // The state folders and time files of the runs that were stopped.
+    for (const name of readdirSync(OUT)) {
+      if (name.startsWith("state-") || name.startsWith("time-")) {
+        rmSync(join(OUT, name), { recursive: true, force: true });
+      }
+    }
+    console.error(`Benchmark stopped by ${signal}`);
+    process.exit(signal === "SIGINT" ? 130 : 143);
+  });
+}
 const citalid = await startFakeCitalid({ password: CITALID_PASSWORD });
 const opencti = await startFakeOpenCTI({ token: OPENCTI_TOKEN, recordBodies: false, keepPushes: false, maxBodyBytes: 4_000_000_000 });
 const local: Endpoints = { citalidUrl: citalid.url, citalidUser: citalid.user, openctiUrl: opencti.url, graphqlUrl: opencti.graphqlUrl, sinkUrl: "" };
@@ -186,6 +228,31 @@ try {
   }
 }
 process.exit(failed ? 1 : 0);
+
+/** Records a spawned process in `children` until it exits, and returns it. */
+function tracked<T extends Bun.Subprocess>(proc: T): T {
+  children.add(proc.pid);
+  void proc.exited.then(() => children.delete(proc.pid));
+  return proc;
+}
+
+// Sends SIGTERM to a process and to its descendants, read from /proc.
+function killTree(pid: number): void {
+  let descendants: number[] = [];
+  try {
+    descendants = readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    // The process has exited, or /proc does not list children here.
+  }
+  for (const child of descendants) {
+    killTree(child);
+  }
+  try {
+    process.kill(pid, "SIGTERM");
+  } catch {
+    // Already gone.
+  }
+}
 
 function versionPath(benchCase: Case): string {
   return join(OUT, `version-${benchCase.megabytes}${benchCase.withoutAuthor ? "-no-author" : ""}.json`);
@@ -317,12 +384,14 @@ function connectorEnv(stateDir: string, endpoints: Endpoints, extra: Record<stri
  * exits before it listens.
  */
 async function onPlatform<T>(path: string, run: (platform: Platform) => Promise<T>): Promise<T> {
-  const proc = Bun.spawn([process.execPath, join(import.meta.dir, "platform.ts"), path, VERSION_ID, CITALID_PASSWORD, OPENCTI_TOKEN], {
-    cwd: ROOT,
-    stdin: "pipe",
-    stdout: "pipe",
-    stderr: "inherit",
-  });
+  const proc = tracked(
+    Bun.spawn([process.execPath, join(import.meta.dir, "platform.ts"), path, VERSION_ID, CITALID_PASSWORD, OPENCTI_TOKEN], {
+      cwd: ROOT,
+      stdin: "pipe",
+      stdout: "pipe",
+      stderr: "inherit",
+    }),
+  );
   const lines = readLines(proc.stdout);
   const nextLine = async (): Promise<string> => {
     const next = await lines.next();
@@ -386,7 +455,7 @@ async function measure(
   const timeFile = join(OUT, `time-${randomUUID()}.txt`);
   const argv = useTime ? [TIME, "-f", "%M", "-o", timeFile, ...command] : command;
   const started = performance.now();
-  const proc = Bun.spawn(argv, { cwd: ROOT, env, stdout: "pipe", stderr: "pipe" });
+  const proc = tracked(Bun.spawn(argv, { cwd: ROOT, env, stdout: "pipe", stderr: "pipe" }));
 
   let polledKb = 0;
   const poller = useTime
@@ -496,7 +565,7 @@ async function timeToFirstRequest(command: string[], environment: Record<string,
   const stateDir = mkdtempSync(join(OUT, "state-"));
   const seen = opencti.requests.length;
   const started = Date.now();
-  const proc = Bun.spawn(command, { cwd: ROOT, env: connectorEnv(stateDir, local, environment), stdout: "ignore", stderr: "ignore" });
+  const proc = tracked(Bun.spawn(command, { cwd: ROOT, env: connectorEnv(stateDir, local, environment), stdout: "ignore", stderr: "ignore" }));
   while (opencti.requests.length === seen && proc.exitCode === null) {
     await Bun.sleep(1);
   }
@@ -514,7 +583,7 @@ async function timeToFirstRequest(command: string[], environment: Record<string,
 async function idleRss(environment: Record<string, string>): Promise<IdleMemory> {
   const stateDir = mkdtempSync(join(OUT, "state-"));
   const env = connectorEnv(stateDir, local, { ...environment, CONNECTOR_DURATION_PERIOD: "PT1H" });
-  const proc = Bun.spawn([BINARY], { cwd: ROOT, env, stdout: "ignore", stderr: "pipe" });
+  const proc = tracked(Bun.spawn([BINARY], { cwd: ROOT, env, stdout: "ignore", stderr: "pipe" }));
   try {
     // stderr is read to its end, so that the binary's later log lines never meet a closed pipe.
     let text = "";
