@@ -7,6 +7,7 @@ import { accessSync, closeSync, constants as fsConstants, fchmodSync, ftruncateS
 import { join } from "node:path";
 import { RunError } from "./errors.ts";
 import type { Logger } from "./log.ts";
+import { isProcessAlive } from "./processes.ts";
 import { BundleScanner, type ScannedBundle } from "./scan.ts";
 
 /** Name suffix of spool files; `.gitignore` lists it. */
@@ -59,7 +60,7 @@ export function removeLeftoverSpoolFiles(folder: string, logger: Logger): string
       continue;
     }
     const pid = Number(match[1]);
-    if (pid !== process.pid && isAlive(pid)) {
+    if (pid !== process.pid && isProcessAlive(pid)) {
       continue;
     }
     const path = join(folder, name);
@@ -356,13 +357,3 @@ export class VersionSpool {
 const HEAD_BYTES = 512;
 // Bytes downloaded between two full collections.
 const COLLECT_EVERY_BYTES = 64 * 1024 * 1024;
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    // EPERM: the process exists but belongs to another user.
-    return (error as NodeJS.ErrnoException).code === "EPERM";
-  }
-}

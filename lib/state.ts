@@ -2,6 +2,7 @@ import { closeSync, existsSync, fchmodSync, fsyncSync, mkdirSync, openSync, read
 import { constants as fsConstants, accessSync } from "node:fs";
 import { dirname, join } from "node:path";
 import type { Logger } from "./log.ts";
+import { isProcessAlive } from "./processes.ts";
 import { hasDatePrefix } from "./versions.ts";
 
 /**
@@ -219,7 +220,7 @@ export class StateFile {
       // After a reboot the pid in a leftover lock may belong to another
       // program; its start time then differs from the one recorded.
       const sameProcess = ownerStarted === undefined || processStartTime(owner) === ownerStarted;
-      if (Number.isInteger(owner) && owner > 0 && owner !== process.pid && isAlive(owner) && sameProcess) {
+      if (Number.isInteger(owner) && owner > 0 && owner !== process.pid && isProcessAlive(owner) && sameProcess) {
         throw new StateFileError(
           `State file ${this.path} is in use by another connector process (pid ${owner}): stop it, or give this one its own CONNECTOR_STATE_FILE`,
         );
@@ -248,15 +249,6 @@ function processStartTime(pid: number): string | undefined {
     return fields[19];
   } catch {
     return undefined;
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "EPERM";
   }
 }
 

@@ -13,8 +13,8 @@ import {
   takesAuthor,
   type BundleChunk,
 } from "../lib/bundle.ts";
-import { BundleError } from "../lib/errors.ts";
 import type { StixBundle, StixObject } from "../lib/stix.ts";
+import { bundleErrorOf } from "./helpers/bundle-error.ts";
 
 const VERSION = "20250105-1";
 const BUNDLE_ID = "bundle--5d0092c5-5f74-4287-9642-33f4c354e56d";
@@ -34,19 +34,6 @@ function referenceUuid5(name: string, namespace: string): string {
     variantNibble + digest.slice(17, 20),
     digest.slice(20, 32),
   ].join("-");
-}
-
-/** Runs `action` and returns the BundleError it raises. */
-function bundleErrorOf(action: () => unknown): BundleError {
-  try {
-    action();
-  } catch (error) {
-    if (error instanceof BundleError) {
-      return error;
-    }
-    throw error;
-  }
-  throw new Error("expected a BundleError, but nothing was raised");
 }
 
 function uuid(n: number): string {

@@ -14,6 +14,7 @@ import { splitBundle } from "../lib/splitter.ts";
 import type { StixObject } from "../lib/stix.ts";
 import { consumePushQueue } from "./helpers/broker.ts";
 import { runConnectorOnce, startConnector } from "./helpers/connector.ts";
+import { deadPid } from "./helpers/processes.ts";
 import { type Scenario, startScenario, waitFor } from "./helpers/scenario.ts";
 
 const VERSION_ID = "20250301";
@@ -49,19 +50,6 @@ function servedObjects(path: string): StixObject[] {
 
 function spoolFiles(folder: string): string[] {
   return readdirSync(folder).filter((name) => name.endsWith(".spool"));
-}
-
-/** Returns a pid that no process has. */
-function deadPid(): number {
-  for (let pid = 4_000_000; ; pid--) {
-    try {
-      process.kill(pid, 0);
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === "ESRCH") {
-        return pid;
-      }
-    }
-  }
 }
 
 describe("large version through the API", () => {

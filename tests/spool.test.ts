@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { createLogger } from "../lib/log.ts";
 import { JsonScanError } from "../lib/scan.ts";
 import { SPOOL_SUFFIX, SpoolFile, SpoolFolderError, SpoolReader, VersionSpool, checkSpoolFolder, removeLeftoverSpoolFiles } from "../lib/spool.ts";
+import { deadPid } from "./helpers/processes.ts";
 
 const silent = createLogger({ write: () => {} });
 let folder: string;
@@ -16,19 +17,6 @@ beforeEach(() => {
 afterEach(() => {
   rmSync(folder, { recursive: true, force: true });
 });
-
-/** Returns a pid that no process has. */
-function deadPid(): number {
-  for (let pid = 4_000_000; ; pid--) {
-    try {
-      process.kill(pid, 0);
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === "ESRCH") {
-        return pid;
-      }
-    }
-  }
-}
 
 describe("SpoolFile", () => {
   test("is created with mode 0600", () => {

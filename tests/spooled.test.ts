@@ -17,6 +17,7 @@ import {
   pushRequestEncoding,
 } from "../lib/spooled.ts";
 import type { StixObject } from "../lib/stix.ts";
+import { bundleErrorOf } from "./helpers/bundle-error.ts";
 
 const VERSION = "20250105-1";
 const FIXTURES = join(import.meta.dir, "fixtures");
@@ -42,18 +43,6 @@ function spooled(text: string): SpooledVersion {
   const scanner = new BundleScanner();
   scanner.write(bytes);
   return prepareSpooledVersion(scanner.end(), { text: (start, end) => bytes.toString("utf8", start, end), bytes: (start, end) => bytes.subarray(start, end) }, VERSION);
-}
-
-function bundleErrorOf(action: () => unknown): BundleError {
-  try {
-    action();
-  } catch (error) {
-    if (error instanceof BundleError) {
-      return error;
-    }
-    throw error;
-  }
-  throw new Error("expected a BundleError, but nothing was raised");
 }
 
 /** Returns the bundle ids and the sorted object ids of each bundle. */
