@@ -712,12 +712,17 @@ function targetRows(cases: CaseResult[], binary: BinaryFigures | undefined): Tar
     }
     const met = inclusive ? value <= limit : value < limit;
     // One decimal for MB, so that a figure just over its limit does not read as equal to it.
-    const decimals = unit === "s" ? 2 : unit === "MB" ? 1 : 0;
-    const shown = (figure: number) => figure.toFixed(decimals);
+    let decimals = 0;
+    if (unit === "s") {
+      decimals = 2;
+    } else if (unit === "MB") {
+      decimals = 1;
+    }
+    const formatted = (figure: number) => figure.toFixed(decimals);
     rows.push({
       target,
-      measured: `${shown(value)} ${unit} (limit ${shown(limit)} ${unit})`,
-      verdict: met ? "met" : `missed by ${shown(value - limit)} ${unit}`,
+      measured: `${formatted(value)} ${unit} (limit ${formatted(limit)} ${unit})`,
+      verdict: met ? "met" : `missed by ${formatted(value - limit)} ${unit}`,
     });
   };
   const two = cases.find((result) => result.case.megabytes === 200 && !result.case.withoutAuthor && !result.skipped);
