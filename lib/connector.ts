@@ -557,36 +557,40 @@ class Shutdown {
 }
 
 /**
- * Reads timing overrides, in milliseconds, that tests use to shorten waits:
- * `CONNECTOR_RETRY_DELAY_MS`, `CONNECTOR_PING_INTERVAL_MS`,
- * `CONNECTOR_BUFFERING_RECHECK_MS`, `CONNECTOR_SHUTDOWN_GRACE_MS`,
- * `CONNECTOR_CITALID_TIMEOUT_MS`, `CONNECTOR_CITALID_DOWNLOAD_TIMEOUT_MS`,
- * `CONNECTOR_OPENCTI_TIMEOUT_MS` and `CONNECTOR_PROGRESS_INTERVAL_MS` (see
- * {@linkcode Timings}). Raises
- * FatalError on a value that is not a positive integer.
+ * The environment variables that override {@linkcode Timings}, in
+ * milliseconds, by the timing each one sets. Tests use them to shorten
+ * waits; the README's test section lists them.
+ */
+export const TIMING_VARIABLES = {
+  CONNECTOR_RETRY_DELAY_MS: "retryDelayMs",
+  CONNECTOR_PING_INTERVAL_MS: "pingIntervalMs",
+  CONNECTOR_BUFFERING_RECHECK_MS: "bufferingRecheckMs",
+  CONNECTOR_SHUTDOWN_GRACE_MS: "shutdownGraceMs",
+  CONNECTOR_ONCE_STARTUP_TIMEOUT_MS: "onceStartupTimeoutMs",
+  CONNECTOR_CITALID_TIMEOUT_MS: "citalidTimeoutMs",
+  CONNECTOR_CITALID_DOWNLOAD_TIMEOUT_MS: "citalidDownloadTimeoutMs",
+  CONNECTOR_OPENCTI_TIMEOUT_MS: "openctiTimeoutMs",
+  CONNECTOR_PROGRESS_INTERVAL_MS: "progressIntervalMs",
+} as const satisfies Record<string, keyof Timings>;
+
+/**
+ * Reads the timing overrides of {@linkcode TIMING_VARIABLES}, in
+ * milliseconds. An empty value counts as unset. Raises FatalError on a
+ * value that is not a whole number above 0.
  */
 export function timingsFromEnv(env: Record<string, string | undefined>): Partial<Timings> {
   const timings: Partial<Timings> = {};
-  const read = (name: string, key: keyof Timings) => {
+  for (const [name, key] of Object.entries(TIMING_VARIABLES)) {
     const raw = env[name];
     if (raw === undefined || raw === "") {
-      return;
+      continue;
     }
     const value = Number(raw);
     if (!Number.isInteger(value) || value <= 0) {
       throw new FatalError(`${name} is "${raw}": use a whole number of milliseconds above 0`);
     }
     timings[key] = value;
-  };
-  read("CONNECTOR_RETRY_DELAY_MS", "retryDelayMs");
-  read("CONNECTOR_PING_INTERVAL_MS", "pingIntervalMs");
-  read("CONNECTOR_BUFFERING_RECHECK_MS", "bufferingRecheckMs");
-  read("CONNECTOR_SHUTDOWN_GRACE_MS", "shutdownGraceMs");
-  read("CONNECTOR_ONCE_STARTUP_TIMEOUT_MS", "onceStartupTimeoutMs");
-  read("CONNECTOR_CITALID_TIMEOUT_MS", "citalidTimeoutMs");
-  read("CONNECTOR_CITALID_DOWNLOAD_TIMEOUT_MS", "citalidDownloadTimeoutMs");
-  read("CONNECTOR_OPENCTI_TIMEOUT_MS", "openctiTimeoutMs");
-  read("CONNECTOR_PROGRESS_INTERVAL_MS", "progressIntervalMs");
+  }
   if (timings.retryDelayMs !== undefined) {
     timings.startupMaxDelayMs = Math.max(timings.retryDelayMs * 8, 1);
   }
