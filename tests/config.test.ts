@@ -646,6 +646,19 @@ describe("loadConfig duration inputs", () => {
     ]);
   });
 
+  test("period under a minute warns", () => {
+    const { config, warnings } = load({ CONNECTOR_DURATION_PERIOD: "PT30S" });
+
+    expect(config.connector.durationPeriodMs).toBe(30_000);
+    expect(warnings).toEqual([
+      'CONNECTOR_DURATION_PERIOD (connector.duration_period) is "PT30S", a run every 30 s, which logs in to Citalid at that rate: use PT1H or more unless this is a test',
+    ]);
+  });
+
+  test.each(["PT1M", "PT0S"])("period %p does not warn", (period) => {
+    expect(load({ CONNECTOR_DURATION_PERIOD: period }).warnings).toEqual([]);
+  });
+
   const intervalTable: [string, number | string | undefined][] = [
     ["24", DAY],
     ["0.5", "CONNECTOR_DURATION_PERIOD=PT0.5H"],

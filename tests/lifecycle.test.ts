@@ -59,6 +59,19 @@ describe("one-shot run", () => {
     expect(existsSync(`${scenario.statePath}.lock`)).toBe(false);
   });
 
+  test("keeps pinging during a slow push", async () => {
+    // Pings run every second in tests, so a push held for 3 s spans two or more.
+    scenario.opencti.inject("stixBundlePush", { kind: "delay", delayMs: 3000, times: 1 });
+
+    const run = await runConnectorOnce(scenario.env());
+
+    expect(run.code).toBe(0);
+    const heldPush = scenario.opencti.requests.find((request) => request.body.includes("stixBundlePush"))!;
+    const during = scenario.opencti.pings.filter((ping) => ping.time > heldPush.time && ping.time < heldPush.time + 3000);
+    expect(during.length).toBeGreaterThanOrEqual(2);
+    expect(during.every((ping) => ping.connectorInfo?.run_and_terminate === true)).toBe(true);
+  });
+
   test("fails when the final state is not sent", async () => {
     // A business error is not retried inside the request, which keeps the test short.
     scenario.opencti.inject("pingConnector", { kind: "error", code: "FUNCTIONAL_ERROR", skip: 1 });
