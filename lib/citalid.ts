@@ -86,27 +86,80 @@ export class CitalidClient {
     });
   }
 
-  /** Logs in with the password grant and keeps the access token. Raises CitalidAuthError or CitalidError. */
+  /**
+   * Logs in with the password grant and keeps the access token. A reply
+   * whose body is cut short or late is requested again, up to `retryLimit`
+   * times with backoff, like the other requests. Raises CitalidAuthError
+   * when Citalid rejects the credentials, else CitalidError.
+   */
   async login(): Promise<void> {
     const path = "/auth/o/token/";
+    const attempts = (this.#options.retryLimit ?? 4) + 1;
+    const bodyTimeoutMs = this.#options.timeoutMs ?? 30_000;
+
+    for (let attempt = 1; ; attempt++) {
+      const controller = new AbortController();
+      const response = await this.#requestToken(path, controller.signal);
+      const timer = setTimeout(() => controller.abort(), bodyTimeoutMs);
+      let text: string;
+      try {
+        text = await response.text();
+      } catch (error) {
+        const reason = controller.signal.aborted
+          ? `timed out after ${bodyTimeoutMs} ms reading the body`
+          : `body cut off: ${describeHttpFailure(error)}`;
+        if (attempt < attempts) {
+          this.#logBodyRetry(path, undefined, attempt, attempts, reason);
+          await sleep(this.#retryDelay(attempt));
+          continue;
+        }
+        throw new CitalidError(`Failed to log in to Citalid: ${reason} on ${path}, after ${attempts} attempts`, {
+          path,
+          status: response.status,
+          cause: error,
+        });
+      } finally {
+        clearTimeout(timer);
+      }
+
+      let reply: unknown;
+      try {
+        reply = JSON.parse(text);
+      } catch {
+        // excerpt masks an access_token field, even one cut short.
+        throw new CitalidError(
+          `Citalid login reply on ${path} is not JSON (HTTP ${response.status}, ${contentType(response)}): ${excerpt(text)}; check that CITALID_CUSTOMER_SUB_DOMAIN_URL is the address of the Citalid API`,
+          { path, status: response.status },
+        );
+      }
+      const token = (reply as { access_token?: unknown } | null)?.access_token;
+      if (typeof token !== "string" || token === "") {
+        throw new CitalidError(`Citalid login reply on ${path} has no access_token`, { path });
+      }
+      this.#options.logger.addSecrets(token);
+      this.#token = token;
+      return;
+    }
+  }
+
+  // Sends the token request and returns the response once its headers
+  // arrive. The HTTP layer retries network errors and 5xx replies.
+  async #requestToken(path: string, signal: AbortSignal): Promise<Response> {
     const body = new URLSearchParams({
       grant_type: "password",
       username: this.#options.user,
       password: this.#options.password,
     });
-
-    let reply: unknown;
     try {
-      reply = await this.#http
-        .post(this.#options.url + path, {
-          body,
-          headers: {
-            "content-type": "application/x-www-form-urlencoded",
-            authorization: "Basic " + btoa(CITALID_CLIENT_ID + ":"),
-            "accept-language": this.#options.language ?? "en",
-          },
-        })
-        .json();
+      return await this.#http.post(this.#options.url + path, {
+        body,
+        headers: {
+          "content-type": "application/x-www-form-urlencoded",
+          authorization: "Basic " + btoa(CITALID_CLIENT_ID + ":"),
+          "accept-language": this.#options.language ?? "en",
+        },
+        signal,
+      });
     } catch (error) {
       if (isHTTPError(error) && (error.response.status === 400 || error.response.status === 401)) {
         throw new CitalidAuthError(
@@ -116,13 +169,6 @@ export class CitalidClient {
       }
       throw await this.#wrap(error, path, "log in to Citalid");
     }
-
-    const token = (reply as { access_token?: unknown } | null)?.access_token;
-    if (typeof token !== "string" || token === "") {
-      throw new CitalidError(`Citalid login reply on ${path} has no access_token`, { path });
-    }
-    this.#options.logger.addSecrets(token);
-    this.#token = token;
   }
 
   /** Lists the published version ids, in the server's order. Raises CitalidError. */

@@ -58,6 +58,49 @@ describe("CitalidClient.login", () => {
     expect(error.message.includes("wrong")).toBe(false);
   });
 
+  test("retries a reply cut short", async () => {
+    citalid.inject("token", { kind: "truncate", times: 2 });
+
+    await client().login();
+
+    expect(citalid.counts.tokenRequests).toBe(3);
+    const retried = lines.map((line) => JSON.parse(line)).filter((line) => line.message === "Citalid request failed, retrying");
+    expect(retried.map((line) => line.attributes.attempt)).toEqual([2, 3]);
+    expect(retried[0].attributes.reason).toContain("body cut off");
+  });
+
+  test("gives up on a reply always cut short", async () => {
+    citalid.inject("token", { kind: "truncate" });
+
+    const error = await client({ retryLimit: 2 }).login().catch((caught) => caught);
+
+    expect(error).toBeInstanceOf(CitalidError);
+    expect(error.message).toContain("Failed to log in to Citalid: body cut off");
+    expect(error.message).toContain("after 3 attempts");
+    expect(citalid.counts.tokenRequests).toBe(3);
+  });
+
+  test("HTML reply names the content type", async () => {
+    citalid.inject("token", { kind: "body", body: "<html><body>Proxy login</body></html>", headers: { "Content-Type": "text/html" } });
+
+    const error = await client().login().catch((caught) => caught);
+
+    expect(error).toBeInstanceOf(CitalidError);
+    expect(error.message).toContain("Citalid login reply on /auth/o/token/ is not JSON (HTTP 200, text/html)");
+    expect(error.message).toContain("Proxy login");
+    expect(error.message).toContain("check that CITALID_CUSTOMER_SUB_DOMAIN_URL is the address of the Citalid API");
+  });
+
+  test("reply cut inside the token hides it", async () => {
+    const token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJjb25uZWN0b3IifQ.c2lnbmF0dXJl";
+    citalid.inject("token", { kind: "body", body: `{"access_token": "${token.slice(0, 40)}`, headers: { "Content-Type": "application/json" } });
+
+    const error = await client().login().catch((caught) => caught);
+
+    expect(error.message).toContain("is not JSON");
+    expect(error.message.includes(token.slice(0, 20))).toBe(false);
+  });
+
   test("masks the token in later logs", async () => {
     const api = client();
     await api.login();

@@ -188,6 +188,8 @@ describe("transient fault", () => {
   const cases: { name: string; target: CitalidFaultTarget; fault: CitalidFault }[] = [
     { name: "token reset", target: "token", fault: { kind: "reset", times: 2 } },
     { name: "token HTTP 503", target: "token", fault: { kind: "status", status: 503, times: 2 } },
+    { name: "token body cut short", target: "token", fault: { kind: "truncate", times: 2 } },
+    { name: "token body stalls", target: "token", fault: { kind: "stall", times: 1 } },
     { name: "listing reset", target: "list", fault: { kind: "reset", times: 3 } },
     { name: "listing no answer", target: "list", fault: { kind: "hang", times: 1 } },
     { name: "listing body cut short", target: "list", fault: { kind: "truncate", times: 2 } },
