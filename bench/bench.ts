@@ -21,6 +21,9 @@
  * median wall time and the highest peak RSS, because other processes on
  * the machine make single runs vary. The load average is recorded.
  *
+ * One benchmark runs at a time: a second one exits 2 while the first holds
+ * bench/out/bench.lock.
+ *
  * Usage: bun bench/bench.ts [--smoke] [--sizes 50,200] [--repeat 5] [--keep]
  *   --smoke   the smallest size only, once, no splitter or binary runs, and
  *             bench/RESULTS.md is left as is; exits 1 when a run fails
@@ -34,6 +37,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { cpus, loadavg, totalmem } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { isProcessAlive } from "../lib/processes.ts";
 import { startFakeCitalid } from "../tests/fakes/citalid.ts";
 import { startFakeOpenCTI } from "../tests/fakes/opencti.ts";
 import { FIXTURE_VERSIONS, fixtureCitalidVersions } from "../tests/fixtures/versions.ts";
@@ -41,6 +45,7 @@ import { type GeneratedVersion, generateVersion } from "./generate.ts";
 
 const ROOT = join(import.meta.dir, "..");
 const OUT = join(import.meta.dir, "out");
+const LOCK = join(OUT, "bench.lock");
 const RESULTS = join(import.meta.dir, "RESULTS.md");
 const TIME = "/usr/bin/time";
 const VERSION_ID = "20250301";
@@ -163,6 +168,7 @@ const REPEAT = Math.max(1, Number(flags.repeat ?? (smoke ? 1 : 5)));
 const CASES: Case[] = smoke ? ALL_CASES.slice(0, 1) : ALL_CASES.filter((benchCase) => sizes === undefined || sizes.includes(benchCase.megabytes));
 
 mkdirSync(OUT, { recursive: true });
+takeLock();
 const loadAtStart = loadavg()[0]!;
 
 // Processes this benchmark started and has not seen exit. A SIGTERM or
@@ -186,6 +192,7 @@ for (const signal of ["SIGTERM", "SIGINT"] as const) {
         rmSync(join(OUT, name), { recursive: true, force: true });
       }
     }
+    releaseLock();
     console.error(`Benchmark stopped by ${signal}`);
     process.exit(signal === "SIGINT" ? 130 : 143);
   });
@@ -226,8 +233,38 @@ try {
       rmSync(versionPath(benchCase), { force: true });
     }
   }
+  releaseLock();
 }
 process.exit(failed ? 1 : 0);
+
+/**
+ * Creates bench/out/bench.lock with this process's pid, or exits 2 when a
+ * live benchmark holds it: two runs would share the version files in
+ * bench/out/ and the two cores, and each would measure the other. A lock
+ * whose process is gone is taken over.
+ */
+function takeLock(): void {
+  for (;;) {
+    try {
+      writeFileSync(LOCK, `${process.pid}\n`, { flag: "wx" });
+      return;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "EEXIST") {
+        throw error;
+      }
+    }
+    const holderPid = Number(readFileSync(LOCK, "utf8").trim());
+    if (Number.isInteger(holderPid) && holderPid > 0 && isProcessAlive(holderPid)) {
+      console.error(`Benchmark already running (pid ${holderPid}, lock ${LOCK}): wait for it to end or stop it, then run again.`);
+      process.exit(2);
+    }
+    rmSync(LOCK, { force: true });
+  }
+}
+
+function releaseLock(): void {
+  rmSync(LOCK, { force: true });
+}
 
 /** Records a spawned process in `children` until it exits, and returns it. */
 function tracked<T extends Bun.Subprocess>(proc: T): T {
