@@ -5,6 +5,7 @@ import { connect, type ChannelModel, type ConfirmChannel, type Options, type Soc
 import type { Config } from "./config.ts";
 import { RunError } from "./errors.ts";
 import type { Logger } from "./log.ts";
+import { type Progress, createProgress } from "./progress.ts";
 import type { BundleSender, SendContext, SendResult } from "./sender.ts";
 import { splitBundle, type SplitResult } from "./splitter.ts";
 import type { StixObject } from "./stix.ts";
@@ -342,12 +343,37 @@ export function createAmqpSender(options: AmqpSenderOptions): AmqpSender {
     }
   }
 
-  // Publishes every split bundle in order and returns the bytes of bundle JSON sent.
+  // Publishes every split bundle in order and returns the bytes of bundle
+  // JSON sent. Progress counts the messages that RabbitMQ confirmed, one
+  // object each, under the same message as the api protocol's pushes.
   async function publishAll(
     current: Session,
     split: SplitResult,
     context: SendContext,
     render: (object: StixObject) => StixObject,
+  ): Promise<number> {
+    const total = split.bundles.length;
+    const progress = createProgress({
+      message: "Pushing Citalid version",
+      title: `Pushing ${context.versionId}`,
+      unit: "objects",
+      total,
+      logger,
+      attributes: { work_id: context.workId, version_id: context.versionId },
+    });
+    try {
+      return await publishBatches(current, split, context, render, progress);
+    } finally {
+      progress.done();
+    }
+  }
+
+  async function publishBatches(
+    current: Session,
+    split: SplitResult,
+    context: SendContext,
+    render: (object: StixObject) => StixObject,
+    progress: Progress,
   ): Promise<number> {
     const total = split.bundles.length;
     let bytes = 0;
@@ -367,6 +393,7 @@ export function createAmqpSender(options: AmqpSenderOptions): AmqpSender {
       }
 
       await publishWithRetries(current, batch, context, start, total);
+      progress.advance(batch.length);
       logger.debug("Bundles confirmed by RabbitMQ", {
         work_id: context.workId,
         confirmed: start + batch.length,

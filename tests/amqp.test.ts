@@ -21,6 +21,7 @@ import {
 } from "../lib/amqp.ts";
 import type { Config } from "../lib/config.ts";
 import { createLogger, type Logger } from "../lib/log.ts";
+import { configureProgress } from "../lib/progress.ts";
 import { splitBundle } from "../lib/splitter.ts";
 import type { StixBundle, StixObject } from "../lib/stix.ts";
 import { TEST_TLS } from "./fixtures/tls.ts";
@@ -397,6 +398,27 @@ describeWithBroker("createAmqpSender", () => {
     expect(first.dropped).toBe(1);
     expect(second.bundles).toBe(3);
     expect(ids.filter((id) => id === author.id).length).toBe(2);
+  });
+
+  test("logs progress per confirmed batch", async () => {
+    const push = await declarePushQueue();
+    const { options, log } = senderOptions(push, { batchSize: 400 });
+    const sender = createAmqpSender(options);
+    // An interval of 0 logs a line at each confirmed batch.
+    configureProgress({ intervalMs: 0 });
+
+    try {
+      await sender.send(loadObjects("17.0"), { workId: "work-1", versionId: "20250105-1", bundleId: "bundle--1" });
+    } finally {
+      configureProgress({ intervalMs: 10_000 });
+      await sender.close();
+    }
+    await drainQueue(push.queue);
+
+    const progressLines = log.lines.filter((line) => line.message === "Pushing Citalid version");
+    expect(progressLines.map((line) => line.attributes?.objects)).toEqual([400, 800, 1133]);
+    expect(progressLines.every((line) => line.attributes?.total_objects === 1133)).toBe(true);
+    expect(progressLines.every((line) => line.attributes?.work_id === "work-1" && line.attributes?.version_id === "20250105-1")).toBe(true);
   });
 
   test("MQ overrides win over the registration", async () => {
