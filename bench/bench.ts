@@ -307,16 +307,32 @@ async function runCase(benchCase: Case): Promise<CaseResult> {
   const version = generateVersion({ path, targetBytes: benchCase.megabytes * 1_000_000, withoutAuthor: benchCase.withoutAuthor });
   const result: CaseResult = { case: benchCase, version };
 
-  const floor = await repeated(() =>
-    onPlatform(path, (platform) =>
-      measureOn(platform, [process.execPath, join(import.meta.dir, "floor.ts"), platform.citalidUrl, platform.citalidUser, CITALID_PASSWORD, VERSION_ID, path, platform.sinkUrl]),
-    ),
-  );
+  // The three pipelines run in turns, so that a slow spell of the machine
+  // falls on each of them alike, and a pipeline that failed is not run again.
+  const floorRuns: Measured[] = [];
+  const connectorRuns: NonNullable<CaseResult["connector"]>[] = [];
+  const naiveRuns: Measured[] = [];
+  for (let round = 0; round < REPEAT; round++) {
+    if (stillPassing(floorRuns)) {
+      floorRuns.push(
+        await freshRun(() =>
+          onPlatform(path, (platform) =>
+            measureOn(platform, [process.execPath, join(import.meta.dir, "floor.ts"), platform.citalidUrl, platform.citalidUser, CITALID_PASSWORD, VERSION_ID, path, platform.sinkUrl]),
+          ),
+        ),
+      );
+    }
+    if (stillPassing(connectorRuns)) {
+      connectorRuns.push(await freshRun(() => onPlatform(path, (platform) => measureConnector(platform, version))));
+    }
+    if (stillPassing(naiveRuns)) {
+      naiveRuns.push(await freshRun(() => onPlatform(path, (platform) => measureNaive(platform))));
+    }
+  }
+  const floor = summarize(floorRuns);
   result.floor = { ...floor, ...(floor.code === 0 ? (JSON.parse(floor.stdout) as { downloadMs: number; uploadMs: number }) : { downloadMs: NaN, uploadMs: NaN }) };
-
-  result.connector = await repeated(() => onPlatform(path, (platform) => measureConnector(platform, version)));
-
-  result.naive = await repeated(() => onPlatform(path, (platform) => measureNaive(platform)));
+  result.connector = summarize(connectorRuns);
+  result.naive = summarize(naiveRuns);
   if (result.naive.code === 0) {
     result.naiveWarm = await onPlatform(path, async (platform) => {
       await measureNaive(platform);
@@ -334,19 +350,37 @@ async function runCase(benchCase: Case): Promise<CaseResult> {
 }
 
 /**
- * Runs a measurement REPEAT times and returns the run with the median wall
- * time, with every wall time and the highest peak RSS. A run that fails is
- * returned at once, because failing again only takes time.
+ * Runs a measurement REPEAT times and returns {@linkcode summarize} of the
+ * runs. A run that fails ends the series, because failing again only takes
+ * time.
  */
 async function repeated<T extends Measured>(run: () => Promise<T>): Promise<T> {
   const runs: T[] = [];
-  for (let round = 0; round < REPEAT; round++) {
-    Bun.gc(true);
-    const measured = await run();
-    runs.push(measured);
-    if (measured.code !== 0) {
-      return measured;
-    }
+  while (runs.length < REPEAT && stillPassing(runs)) {
+    runs.push(await freshRun(run));
+  }
+  return summarize(runs);
+}
+
+// Runs one measurement after a full collection of this process.
+function freshRun<T>(run: () => Promise<T>): Promise<T> {
+  Bun.gc(true);
+  return run();
+}
+
+// True while no run of the series has failed.
+function stillPassing(runs: Measured[]): boolean {
+  return runs.every((run) => run.code === 0);
+}
+
+/**
+ * Returns the run with the median wall time, with every wall time and the
+ * highest peak RSS, or the failed run when one failed.
+ */
+function summarize<T extends Measured>(runs: T[]): T {
+  const failedRun = runs.find((run) => run.code !== 0);
+  if (failedRun !== undefined) {
+    return failedRun;
   }
   const sorted = [...runs].sort((a, b) => a.wallMs - b.wallMs);
   const median = sorted[Math.floor(sorted.length / 2)]!;
