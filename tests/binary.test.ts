@@ -5,7 +5,7 @@
  * compiled with the same flags check what the flags promise.
  */
 import { afterEach, beforeAll, beforeEach, describe, expect, setDefaultTimeout, test } from "bun:test";
-import { copyFileSync, existsSync, readFileSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import packageJson from "../package.json" with { type: "json" };
 import { HELP } from "../lib/cli.ts";
@@ -190,6 +190,20 @@ describe("binary against the fakes", () => {
       writeFileSync(join(folder, "config.yml"), configText(), { mode: 0o600 });
 
       const run = await runBinary(["--check"], variablesWithoutCitalid(), { executable });
+
+      expect(run.code).toBe(0);
+      expect(run.stdout()).toContain(`read from ${join(folder, "config.yml")}`);
+    });
+
+    test("symlink reads config.yml beside its target", async () => {
+      const folder = tempDir();
+      const executable = join(folder, "citalid-connector");
+      copyFileSync(binary, executable);
+      writeFileSync(join(folder, "config.yml"), configText(), { mode: 0o600 });
+      const link = join(tempDir(), "citalid-connector");
+      symlinkSync(executable, link);
+
+      const run = await runBinary(["--check"], variablesWithoutCitalid(), { executable: link });
 
       expect(run.code).toBe(0);
       expect(run.stdout()).toContain(`read from ${join(folder, "config.yml")}`);
