@@ -94,52 +94,24 @@ export class CitalidClient {
    */
   async login(): Promise<void> {
     const path = "/auth/o/token/";
-    const attempts = (this.#options.retryLimit ?? 4) + 1;
-    const bodyTimeoutMs = this.#options.timeoutMs ?? 30_000;
+    const { response, text } = await this.#readText(path, "log in to Citalid", undefined, (signal) => this.#requestToken(path, signal));
 
-    for (let attempt = 1; ; attempt++) {
-      const controller = new AbortController();
-      const response = await this.#requestToken(path, controller.signal);
-      const timer = setTimeout(() => controller.abort(), bodyTimeoutMs);
-      let text: string;
-      try {
-        text = await response.text();
-      } catch (error) {
-        const reason = controller.signal.aborted
-          ? `timed out after ${bodyTimeoutMs} ms reading the body`
-          : `body cut off: ${describeHttpFailure(error)}`;
-        if (attempt < attempts) {
-          this.#logBodyRetry(path, undefined, attempt, attempts, reason);
-          await sleep(this.#retryDelay(attempt));
-          continue;
-        }
-        throw new CitalidError(`Failed to log in to Citalid: ${reason} on ${path}, after ${attempts} attempts`, {
-          path,
-          status: response.status,
-          cause: error,
-        });
-      } finally {
-        clearTimeout(timer);
-      }
-
-      let reply: unknown;
-      try {
-        reply = JSON.parse(text);
-      } catch {
-        // excerpt masks an access_token field, even one cut short.
-        throw new CitalidError(
-          `Citalid login reply on ${path} is not JSON (HTTP ${response.status}, ${contentType(response)}): ${excerpt(text)}; check that CITALID_CUSTOMER_SUB_DOMAIN_URL is the address of the Citalid API`,
-          { path, status: response.status },
-        );
-      }
-      const token = (reply as { access_token?: unknown } | null)?.access_token;
-      if (typeof token !== "string" || token === "") {
-        throw new CitalidError(`Citalid login reply on ${path} has no access_token`, { path });
-      }
-      this.#options.logger.addSecrets(token);
-      this.#token = token;
-      return;
+    let reply: unknown;
+    try {
+      reply = JSON.parse(text);
+    } catch {
+      // excerpt masks an access_token field, even one cut short.
+      throw new CitalidError(
+        `Citalid login reply on ${path} is not JSON (HTTP ${response.status}, ${contentType(response)}): ${excerpt(text)}; check that CITALID_CUSTOMER_SUB_DOMAIN_URL is the address of the Citalid API`,
+        { path, status: response.status },
+      );
     }
+    const token = (reply as { access_token?: unknown } | null)?.access_token;
+    if (typeof token !== "string" || token === "") {
+      throw new CitalidError(`Citalid login reply on ${path} has no access_token`, { path });
+    }
+    this.#options.logger.addSecrets(token);
+    this.#token = token;
   }
 
   // Sends the token request and returns the response once its headers
@@ -294,7 +266,18 @@ export class CitalidClient {
    * from the response headers. A body cut short or late is requested again,
    * up to `retryLimit` times.
    */
-  async #getText(path: string, action: string, versionId?: string): Promise<{ response: Response; text: string }> {
+  #getText(path: string, action: string, versionId?: string): Promise<{ response: Response; text: string }> {
+    return this.#readText(path, action, versionId, (signal) => this.#call(path, action, versionId, signal));
+  }
+
+  // Sends a request with `send` and reads its whole body as text, with the
+  // timeouts and retries of #getText.
+  async #readText(
+    path: string,
+    action: string,
+    versionId: string | undefined,
+    send: (signal: AbortSignal) => Promise<Response>,
+  ): Promise<{ response: Response; text: string }> {
     const attempts = (this.#options.retryLimit ?? 4) + 1;
     const bodyTimeoutMs = versionId
       ? (this.#options.downloadTimeoutMs ?? 3_600_000)
@@ -302,7 +285,7 @@ export class CitalidClient {
 
     for (let attempt = 1; ; attempt++) {
       const controller = new AbortController();
-      const response = await this.#call(path, action, versionId, controller.signal);
+      const response = await send(controller.signal);
       const timer = setTimeout(() => controller.abort(), bodyTimeoutMs);
       const onProgress = this.#options.onProgress;
       const body = versionId && onProgress ? reportBodyProgress(response, (bytes, total) => onProgress(versionId, bytes, total)) : response;
