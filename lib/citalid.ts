@@ -102,7 +102,7 @@ export class CitalidClient {
     } catch {
       // excerpt masks an access_token field, even one cut short.
       throw new CitalidError(
-        `Citalid login reply on ${path} is not JSON (HTTP ${response.status}, ${contentType(response)}): ${excerpt(text)}; check that CITALID_CUSTOMER_SUB_DOMAIN_URL is the address of the Citalid API`,
+        `Citalid login reply on ${path} is not JSON (HTTP ${response.status}, ${contentType(response)}): ${this.#excerpt(text)}; check that CITALID_CUSTOMER_SUB_DOMAIN_URL is the address of the Citalid API`,
         { path, status: response.status },
       );
     }
@@ -153,7 +153,7 @@ export class CitalidClient {
       records = text.trim() === "" ? [] : JSON.parse(text);
     } catch {
       throw new CitalidError(
-        `Citalid version list on ${path} is not JSON (HTTP ${response.status}, ${contentType(response)}): ${excerpt(text)}`,
+        `Citalid version list on ${path} is not JSON (HTTP ${response.status}, ${contentType(response)}): ${this.#excerpt(text)}`,
         { path, status: response.status },
       );
     }
@@ -170,7 +170,7 @@ export class CitalidClient {
       const id = (record as { id?: unknown } | null)?.id;
       if (typeof id !== "string" || id === "") {
         throw new CitalidError(
-          `Citalid version list on ${path} has a record without a string id at index ${index}: ${excerpt(JSON.stringify(record) ?? "null")}`,
+          `Citalid version list on ${path} has a record without a string id at index ${index}: ${this.#excerpt(JSON.stringify(record) ?? "null")}`,
           { path, status: response.status },
         );
       }
@@ -218,7 +218,7 @@ export class CitalidClient {
       }
       if (outcome.notJson && !controller.signal.aborted) {
         throw new CitalidError(
-          `Download of Citalid version ${versionId} on ${path} is not JSON after ${attempts} attempts (HTTP ${response.status}, ${contentType(response)}): ${reason}; the body starts with ${excerpt(sink.head())}`,
+          `Download of Citalid version ${versionId} on ${path} is not JSON after ${attempts} attempts (HTTP ${response.status}, ${contentType(response)}): ${reason}; the body starts with ${this.#excerpt(sink.head())}`,
           { path, status: response.status, versionId },
         );
       }
@@ -253,7 +253,7 @@ export class CitalidClient {
           continue;
         }
         throw new CitalidError(
-          `Download of Citalid version ${versionId} on ${path} is not JSON after ${attempts} attempts (HTTP ${response.status}, ${contentType(response)}): ${excerpt(text)}`,
+          `Download of Citalid version ${versionId} on ${path} is not JSON after ${attempts} attempts (HTTP ${response.status}, ${contentType(response)}): ${this.#excerpt(text)}`,
           { path, status: response.status, versionId },
         );
       }
@@ -351,7 +351,7 @@ export class CitalidClient {
       const status = error.response.status;
       const data = typeof error.data === "string" ? error.data : JSON.stringify(error.data ?? "");
       return new CitalidError(
-        `Failed to ${action}: HTTP ${status} on ${this.#options.url}${path}${subject}: ${excerpt(data)}`,
+        `Failed to ${action}: HTTP ${status} on ${this.#options.url}${path}${subject}: ${this.#excerpt(data)}`,
         { path, status, versionId, cause: error },
       );
     }
@@ -375,6 +375,12 @@ export class CitalidClient {
       versionId,
       cause: error,
     });
+  }
+
+  // Cuts a reply body for a message, with the registered secrets masked
+  // first: a secret cut by the length limit would no longer be found whole.
+  #excerpt(body: string): string {
+    return excerpt(this.#options.logger.mask(body));
   }
 
   #logBodyRetry(path: string, versionId: string | undefined, attempt: number, attempts: number, reason: string): void {

@@ -179,7 +179,7 @@ export class OpenCTIClient {
     if (first) {
       const code = first.extensions?.code ?? first.name ?? "UNKNOWN";
       const meaning = ERROR_MESSAGES[code];
-      const detail = excerpt(first.message ?? "", 300);
+      const detail = this.#excerpt(first.message ?? "", 300);
       throw new OpenCTIError(
         meaning
           ? `OpenCTI ${operation} failed with ${code}: ${meaning} (${detail})`
@@ -280,8 +280,13 @@ export class OpenCTIClient {
     return data.workAdd.id;
   }
 
-  /** Marks a work as processed, in error or not, with a message. */
-  async workToProcessed(workId: string, message: string, inError: boolean): Promise<void> {
+  /**
+   * Marks a work as processed, in error or not, with a message. Registered
+   * secrets in the message are masked, because the platform shows it to
+   * every user who can see the connector.
+   */
+  async workToProcessed(workId: string, rawMessage: string, inError: boolean): Promise<void> {
+    const message = this.#options.logger.mask(rawMessage);
     await this.request(
       "workEdit.toProcessed",
       `mutation ConnectorWorkToProcessed($id: ID!, $message: String, $inError: Boolean) {
@@ -407,11 +412,11 @@ export class OpenCTIClient {
       const transient = status >= 500 || status === 429 || status === 408;
       if (status === 404 || status === 405 || (!transient && contentType.includes("text/html"))) {
         return new OpenCTIError(
-          `${this.#endpoint} is not an OpenCTI GraphQL endpoint (HTTP ${status} on ${operation}: ${excerpt(body)}): ${this.#urlHint()}`,
+          `${this.#endpoint} is not an OpenCTI GraphQL endpoint (HTTP ${status} on ${operation}: ${this.#excerpt(body)}): ${this.#urlHint()}`,
           { code: "NOT_GRAPHQL", operation, retryable: false },
         );
       }
-      return new OpenCTIError(`OpenCTI ${operation} failed with HTTP ${status}: ${excerpt(body)}`, {
+      return new OpenCTIError(`OpenCTI ${operation} failed with HTTP ${status}: ${this.#excerpt(body)}`, {
         code: `HTTP_${status}`,
         operation,
         cause: error,
@@ -445,6 +450,12 @@ export class OpenCTIClient {
     });
   }
 
+  // Cuts a reply body for a message, with the registered secrets masked
+  // first: a secret cut by the length limit would no longer be found whole.
+  #excerpt(body: string, max?: number): string {
+    return excerpt(this.#options.logger.mask(body), max);
+  }
+
   #urlHint(): string {
     if (/\/graphql$/i.test(this.#options.url.replace(/\/+$/, ""))) {
       return "check OPENCTI_URL: give the platform's base URL without /graphql, which the connector adds";
@@ -455,7 +466,7 @@ export class OpenCTIClient {
   #notGraphQL(operation: string, response: Response, text: string): OpenCTIError {
     const contentType = response.headers.get("content-type") ?? "no content type";
     return new OpenCTIError(
-      `${this.#endpoint} is not an OpenCTI GraphQL endpoint: ${operation} got HTTP ${response.status} with ${contentType} (${excerpt(text)}): ${this.#urlHint()}`,
+      `${this.#endpoint} is not an OpenCTI GraphQL endpoint: ${operation} got HTTP ${response.status} with ${contentType} (${this.#excerpt(text)}): ${this.#urlHint()}`,
       { code: "NOT_GRAPHQL", operation, retryable: false },
     );
   }

@@ -6,6 +6,7 @@ import { afterEach, beforeEach, describe, expect, setDefaultTimeout, test } from
 import { CITALID_VERSIONS_PATH, type CitalidFault, type CitalidFaultTarget } from "./fakes/citalid.ts";
 import { type ConnectorProcess, type LogLine, runConnectorOnce, startConnector, TEST_SECRETS } from "./helpers/connector.ts";
 import { type Scenario, seedState, smallVersions, startScenario, waitFor } from "./helpers/scenario.ts";
+import { secretForms } from "./helpers/secrets.ts";
 
 const IDS = ["20250101", "20250105", "20250110"];
 const DOWNLOAD_PATH = (id: string) => `${CITALID_VERSIONS_PATH}${encodeURIComponent(id)}/download/`;
@@ -325,5 +326,27 @@ describe("Citalid error body", () => {
       }
     }
     expect(errors(run).length).toBeGreaterThan(0);
+  });
+
+  // The padding puts the excerpt's 120-character cut inside the token.
+  const ECHOED_SECRETS = `${"x".repeat(60)} forbidden for user with password ${TEST_SECRETS.citalidPassword} token ${TEST_SECRETS.openctiToken}`;
+
+  test.each([
+    ["Citalid reply", () => scenario.citalid.inject("20250105", { kind: "status", status: 403, body: ECHOED_SECRETS, headers: { "Content-Type": "text/plain" } })],
+    ["platform error", () => scenario.opencti.inject("stixBundlePush", { kind: "error", code: "FUNCTIONAL_ERROR", message: ECHOED_SECRETS })],
+  ])("secrets echoed in a %s stay masked", async (_name, inject) => {
+    inject();
+
+    const run = await runConnectorOnce(env());
+
+    expect(run.code).toBe(1);
+    const platformTexts = scenario.opencti.works.flatMap((work) => [...work.errors, ...work.messages].map((message) => message.message ?? ""));
+    expect(platformTexts.join("\n")).toContain("***");
+    for (const text of [run.lines.join("\n"), ...platformTexts]) {
+      for (const form of secretForms(TEST_SECRETS.citalidPassword)) {
+        expect(text.includes(form)).toBe(false);
+      }
+      expect(text.includes(TEST_SECRETS.openctiToken.slice(0, 12))).toBe(false);
+    }
   });
 });
