@@ -4,7 +4,7 @@ import { CitalidClient } from "./citalid.ts";
 import type { Config } from "./config.ts";
 import type { Logger } from "./log.ts";
 import { OpenCTIClient, platformAtLeast } from "./opencti.ts";
-import { compareVersionIds, hasDatePrefix } from "./versions.ts";
+import { compareVersionIds, hasDatePrefix, isDatedInFuture } from "./versions.ts";
 import { USER_AGENT } from "./version.ts";
 
 /** One line of the check report. */
@@ -117,15 +117,23 @@ async function checkCitalid(config: Config, logger: Logger, ca: string | undefin
   } catch (error) {
     return [login, { name: "Citalid versions", status: "fail", detail: (error as Error).message }];
   }
-  const dated = ids.filter(hasDatePrefix).sort(compareVersionIds);
-  const skipped = ids.length - dated.length;
-  const newest = dated.at(-1) ?? "none";
+  const today = new Date();
+  const dated = ids.filter(hasDatePrefix);
+  const importable = dated.filter((id) => !isDatedInFuture(id, today)).sort(compareVersionIds);
+  const notes: string[] = [];
+  if (ids.length > dated.length) {
+    notes.push(`${ids.length - dated.length} skipped because the id does not start with a YYYYMMDD date`);
+  }
+  if (dated.length > importable.length) {
+    notes.push(`${dated.length - importable.length} skipped because dated after tomorrow`);
+  }
+  const newest = importable.at(-1) ?? "none";
   return [
     login,
     {
       name: "Citalid versions",
       status: "ok",
-      detail: `${dated.length} version(s), newest ${newest}${skipped > 0 ? `; ${skipped} skipped because the id does not start with a YYYYMMDD date` : ""}`,
+      detail: `${importable.length} version(s), newest ${newest}${notes.map((note) => `; ${note}`).join("")}`,
     },
   ];
 }

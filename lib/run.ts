@@ -84,7 +84,7 @@ export async function runImport(deps: RunDependencies): Promise<RunOutcome> {
 
     const ids = await citalid.listVersions();
     const last = state.state?.last_loaded_bundle_id;
-    pending = selectNewVersions(ids, last, logger);
+    pending = selectNewVersions(ids, last, logger, now());
     logger.info("Listed Citalid versions", {
       versions: ids.length,
       new_versions: pending.length,

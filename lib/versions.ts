@@ -45,25 +45,58 @@ export function compareVersionIds(a: string, b: string): number {
   return a > b ? 1 : 0;
 }
 
+// Days after today (UTC) that a version id's date may be, in case Citalid
+// dates its versions in a time zone ahead of UTC.
+const FUTURE_TOLERANCE_DAYS = 1;
+
+/** Returns the `YYYYMMDD` of `date` plus `days`, in UTC. */
+function dayStamp(date: Date, days = 0): string {
+  const shifted = new Date(date.getTime() + days * 86_400_000);
+  return shifted.toISOString().slice(0, 10).replaceAll("-", "");
+}
+
+/** Returns true when the id's date is later than tomorrow, UTC, as seen at `today`. */
+export function isDatedInFuture(id: string, today: Date): boolean {
+  return id.slice(0, 8) > dayStamp(today, FUTURE_TOLERANCE_DAYS);
+}
+
 /**
  * Selects the versions to import: those after `lastLoaded` (all of them when
  * it is undefined), oldest first, without duplicates. Ids without a valid
- * date prefix are skipped with a warning naming them.
+ * date prefix are skipped with a warning naming them. So are ids dated after
+ * tomorrow (UTC) at `today`: imported, such an id would become the state and
+ * hide every version published before its date. It is imported once its
+ * date has come. A `lastLoaded` dated after tomorrow gets a warning with
+ * the way to reset it.
  */
 export function selectNewVersions(
   ids: readonly string[],
   lastLoaded: string | undefined,
   logger: Logger,
+  today: Date = new Date(),
 ): string[] {
   const valid = new Set<string>();
   for (const id of ids) {
-    if (hasDatePrefix(id)) {
-      valid.add(id);
-    } else {
+    if (!hasDatePrefix(id)) {
       logger.warn("Skipping a Citalid version whose id does not start with a YYYYMMDD date", {
         version_id: id,
       });
+    } else if (isDatedInFuture(id, today)) {
+      logger.warn("Skipping a Citalid version dated after tomorrow: it is imported once its date has come", {
+        version_id: id,
+        today: dayStamp(today),
+      });
+    } else {
+      valid.add(id);
     }
+  }
+
+  if (lastLoaded !== undefined && hasDatePrefix(lastLoaded) && isDatedInFuture(lastLoaded, today)) {
+    logger.warn(
+      "The connector state is a version dated after tomorrow, so versions published before that date are not imported: " +
+        "if it is a mistake, reset the connector state on the connector's page in the OpenCTI UI",
+      { last_loaded_bundle_id: lastLoaded, today: dayStamp(today) },
+    );
   }
 
   const sorted = [...valid].sort(compareVersionIds);

@@ -104,6 +104,15 @@ describe("--check passing", () => {
     expect(code).toBe(0);
     expect(line(lines, "Citalid versions")).toContain("4 version(s), newest 20250301; 1 skipped");
   });
+
+  test("counts future-dated versions apart", async () => {
+    citalid.setVersions([...fixtureCitalidVersions(), { id: "99991231", body: "{}" }]);
+
+    const { code, lines } = await check();
+
+    expect(code).toBe(0);
+    expect(line(lines, "Citalid versions")).toContain("4 version(s), newest 20250301; 1 skipped because dated after tomorrow");
+  });
 });
 
 describe("--check failing", () => {

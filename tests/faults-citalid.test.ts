@@ -129,6 +129,22 @@ describe("listing fault", () => {
     expect(runFailure(run)).toMatch(/refused|ECONNREFUSED/i);
   });
 
+  test("future-dated version does not block later ones", async () => {
+    scenario.citalid.setVersions(smallVersions(["20250101", "99991231"]));
+
+    const first = await runConnectorOnce(env());
+    scenario.citalid.setVersions(smallVersions(["20250101", "99991231", "20250201"]));
+    const second = await runConnectorOnce(env());
+
+    expect(first.code).toBe(0);
+    expect(second.code).toBe(0);
+    expect(scenario.citalid.counts.downloads["99991231"]).toBeUndefined();
+    expect(scenario.platformState()?.last_loaded_bundle_id).toBe("20250201");
+    expect(scenario.fileState()?.last_loaded_bundle_id).toBe("20250201");
+    const skipped = second.logs().find((line) => line.message.startsWith("Skipping a Citalid version dated after tomorrow"));
+    expect(skipped?.attributes?.version_id).toBe("99991231");
+  });
+
   test("empty list creates no work", async () => {
     seedState(scenario.opencti, { last_loaded_bundle_id: "20250101" });
     scenario.citalid.setVersions([]);

@@ -111,6 +111,38 @@ describe("selectNewVersions", () => {
     expect(selected).toEqual(["20250301"]);
   });
 
+  test("skips ids dated after tomorrow", () => {
+    const { logger, records } = capturingLogger();
+    const today = new Date("2026-12-04T23:30:00Z");
+
+    const selected = selectNewVersions(["20261204", "20261205-1", "20261206", "99991231"], undefined, logger, today);
+
+    expect(selected).toEqual(["20261204", "20261205-1"]);
+    const skipped = records.filter((record) => record.message.startsWith("Skipping a Citalid version dated after tomorrow"));
+    expect(skipped.map((record) => record.attributes?.version_id)).toEqual(["20261206", "99991231"]);
+    expect(skipped.every((record) => record.level === "WARNING" && record.attributes?.today === "20261204")).toBe(true);
+  });
+
+  test("warns about a state dated after tomorrow", () => {
+    const { logger, records } = capturingLogger();
+    const today = new Date("2026-12-04T08:00:00Z");
+
+    const selected = selectNewVersions(["20261201", "20261203"], "99991231", logger, today);
+
+    expect(selected).toEqual([]);
+    const warning = records.find((record) => record.message.startsWith("The connector state is a version dated after tomorrow"));
+    expect(warning?.attributes).toEqual({ last_loaded_bundle_id: "99991231", today: "20261204" });
+    expect(warning?.message).toContain("reset the connector state");
+  });
+
+  test("state of tomorrow does not warn", () => {
+    const { logger, records } = capturingLogger();
+
+    selectNewVersions(["20261205"], "20261205", logger, new Date("2026-12-04T08:00:00Z"));
+
+    expect(records).toEqual([]);
+  });
+
   test("sorts input in random order", () => {
     const { logger } = capturingLogger();
     const expected = [
