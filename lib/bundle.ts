@@ -1,4 +1,4 @@
-import { BundleError } from "./errors.ts";
+import { BundleError, PushLimitError } from "./errors.ts";
 import type { StixObject } from "./stix.ts";
 import { OPENCTI_NAMESPACE, uuid5 } from "./splitter.ts";
 
@@ -53,7 +53,7 @@ export function takesAuthor(type: string): boolean {
  */
 export function prepareVersion(json: unknown, versionId: string): { bundleId: string; objects: StixObject[] } {
   if (json === null || typeof json !== "object" || Array.isArray(json)) {
-    throw new BundleError(versionId, `expected a JSON object, got ${Array.isArray(json) ? "an array" : typeof json}`);
+    throw new BundleError(versionId, `expected a JSON object, got ${Array.isArray(json) ? "an array" : json === null ? "null" : typeof json}`);
   }
 
   const bundle = json as Record<string, unknown>;
@@ -248,7 +248,7 @@ export function chunkVersion(
       extra = objectBytes(text, markingIds);
     }
     if (size + extra > maxBytes) {
-      throw new BundleError(
+      throw new PushLimitError(
         versionId,
         `object ${object.id} alone needs ${extra} bytes with the author and its markings, more than the ${maxBytes}-byte push limit: raise CONNECTOR_PUSH_MAX_MB`,
       );
@@ -274,7 +274,7 @@ export function chunkVersion(
       startChunk();
     }
     if (size + extra > maxBytes) {
-      throw new BundleError(
+      throw new PushLimitError(
         versionId,
         `marking definition ${id} alone needs ${extra} bytes with the author, more than the ${maxBytes}-byte push limit: raise CONNECTOR_PUSH_MAX_MB`,
       );

@@ -41,11 +41,20 @@ export class BundleError extends RunError {
   override name = "BundleError";
   readonly versionId: string;
 
-  constructor(versionId: string, problem: string) {
-    super(`Citalid version ${versionId} is not a valid STIX 2.1 bundle: ${problem}`, {
+  constructor(versionId: string, problem: string, label = "is not a valid STIX 2.1 bundle") {
+    super(`Citalid version ${versionId} ${label}: ${problem}`, {
       retryable: false,
     });
     this.versionId = versionId;
+  }
+}
+
+/** A valid version contains an object or a marking definition larger than one push within `CONNECTOR_PUSH_MAX_MB`. */
+export class PushLimitError extends BundleError {
+  override name = "PushLimitError";
+
+  constructor(versionId: string, problem: string) {
+    super(versionId, problem, "cannot be pushed");
   }
 }
 

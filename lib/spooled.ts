@@ -5,7 +5,7 @@
  * file only when it is sent.
  */
 import { AUTHOR_ID, type BundleChunk, authorIdentity, takesAuthor } from "./bundle.ts";
-import { BundleError } from "./errors.ts";
+import { BundleError, PushLimitError } from "./errors.ts";
 import { FLAG_MEMBERS, JsonKind, NULL_VALUE, Rec, type ScannedBundle } from "./scan.ts";
 import { OPENCTI_EXTENSION_ID, OPENCTI_NAMESPACE, externalReferenceId, killChainPhaseId, uniqueBy, uuid5 } from "./splitter.ts";
 import type { StixObject } from "./stix.ts";
@@ -51,7 +51,7 @@ const AUTHOR_MEMBER_ESCAPES = 4;
  */
 export function prepareSpooledVersion(scan: ScannedBundle, reader: ByteRangeReader, versionId: string): SpooledVersion {
   if (scan.topKind !== JsonKind.object) {
-    const got = scan.topKind === JsonKind.array ? "an array" : typeofName(scan.topKind);
+    const got = scan.topKind === JsonKind.array ? "an array" : scan.topKind === JsonKind.null ? "null" : typeofName(scan.topKind);
     throw new BundleError(versionId, `expected a JSON object, got ${got}`);
   }
   if (scan.type !== "bundle") {
@@ -634,7 +634,7 @@ export function* planChunks(version: SpooledVersion, maxBytes: number, encoding:
       extra = pieceBytes + pickMarkings(scratch, undefined, markingIds);
     }
     if (size + extra > maxBytes) {
-      throw new BundleError(
+      throw new PushLimitError(
         version.versionId,
         `object ${version.id(item)} alone needs ${extra} bytes with the author and its markings, more than the ${maxBytes}-byte push limit: raise CONNECTOR_PUSH_MAX_MB`,
       );
@@ -666,7 +666,7 @@ export function* planChunks(version: SpooledVersion, maxBytes: number, encoding:
       startChunk();
     }
     if (size + extra > maxBytes) {
-      throw new BundleError(
+      throw new PushLimitError(
         version.versionId,
         `marking definition ${strings[id]} alone needs ${extra} bytes with the author, more than the ${maxBytes}-byte push limit: raise CONNECTOR_PUSH_MAX_MB`,
       );
@@ -705,7 +705,7 @@ function checkAloneSizes(
 
   for (const [id, marking] of markings) {
     if (envelope + marking.bytes + 1 > maxBytes) {
-      throw new BundleError(
+      throw new PushLimitError(
         version.versionId,
         `marking definition ${version.scan.strings[id]} alone needs ${marking.bytes + 1} bytes with the author, more than the ${maxBytes}-byte push limit: raise CONNECTOR_PUSH_MAX_MB`,
       );
@@ -732,7 +732,7 @@ function checkAloneSizes(
     const exact = streamable ? bound - 1 : encoding.bytes(encoding.piece(version.text(textItem)));
     const extra = exact + 1 + markingBytes;
     if (envelope + extra > maxBytes) {
-      throw new BundleError(
+      throw new PushLimitError(
         version.versionId,
         `object ${version.id(item)} alone needs ${extra} bytes with the author and its markings, more than the ${maxBytes}-byte push limit: raise CONNECTOR_PUSH_MAX_MB`,
       );

@@ -91,7 +91,7 @@ describe("takesAuthor", () => {
 
 describe("prepareVersion", () => {
   const invalid: [string, unknown, string][] = [
-    ["null", null, "expected a JSON object, got object"],
+    ["null", null, "expected a JSON object, got null"],
     ["a number", 42, "expected a JSON object, got number"],
     ["a string", "bundle", "expected a JSON object, got string"],
     ["an array", [], "expected a JSON object, got an array"],

@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 
-import { BundleError, CitalidAuthError, CitalidError, excerpt, RunError } from "../lib/errors.ts";
+import { BundleError, CitalidAuthError, CitalidError, excerpt, PushLimitError, RunError } from "../lib/errors.ts";
 
 describe("excerpt", () => {
   const masked: [string, string, string][] = [
@@ -74,6 +74,16 @@ describe("BundleError", () => {
     expect(error.versionId).toBe("20250105-2");
     expect(error.retryable).toBe(false);
     expect(error).toBeInstanceOf(RunError);
+  });
+});
+
+describe("PushLimitError", () => {
+  test("names the version and problem", () => {
+    const error = new PushLimitError("20250105-2", "object x alone needs 20 bytes");
+
+    expect(error.message).toBe("Citalid version 20250105-2 cannot be pushed: object x alone needs 20 bytes");
+    expect(error).toBeInstanceOf(BundleError);
+    expect(error.retryable).toBe(false);
   });
 });
 

@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
 import { AUTHOR_ID, chunkVersion, prepareVersion } from "../lib/bundle.ts";
-import { BundleError } from "../lib/errors.ts";
+import { BundleError, PushLimitError } from "../lib/errors.ts";
 import { BundleScanner } from "../lib/scan.ts";
 import { OPENCTI_EXTENSION_ID, splitBundle } from "../lib/splitter.ts";
 import {
@@ -304,6 +304,9 @@ describe("chunkSpooledVersion", () => {
 
     expect(error.message).toContain("x-mitre-collection--");
     expect(error.message).toContain("raise CONNECTOR_PUSH_MAX_MB");
+    expect(error.message).toStartWith("Citalid version ");
+    expect(error.message).toContain(" cannot be pushed: ");
+    expect(error).toBeInstanceOf(PushLimitError);
   });
 
   test("object over the limit raises first", () => {
