@@ -1,8 +1,10 @@
 import { readFileSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import * as v from "valibot";
+import { TIMING_VARIABLES } from "./connector.ts";
 import { DurationError, parseDuration } from "./duration.ts";
 import type { Logger } from "./log.ts";
+import { suggestNames } from "./typos.ts";
 
 /**
  * The connector's validated configuration. Every field has already been
@@ -206,6 +208,9 @@ type Section = (typeof SECTIONS)[number];
 type RawSettings = Record<Section, Record<string, unknown>>;
 
 const SECRET_KEYS = new Set(["opencti.token", "citalid.password", "mq.pass"]);
+
+/** Prefixes of variables that this connector shares with pycti, the platform and other connectors. */
+const SHARED_PREFIXES = ["CONNECTOR_", "OPENCTI_", "MQ_"];
 
 /** Keys accepted in config.yml and the environment that the schema does not validate. */
 const DEPRECATED_KEYS = ["citalid.interval"];
@@ -846,11 +851,11 @@ function describeYamlType(value: unknown): string {
 }
 
 /**
- * Reads the known variables from the environment. An empty variable counts
- * as unset, so it overrides neither config.yml nor the default. pycti
- * instead lets an empty variable replace the config.yml value, but an empty
- * `OPENCTI_TOKEN=` line in a compose file is more often a leftover than an
- * intent.
+ * Reads the known variables from the environment, and adds a warning for each
+ * variable that looks misspelt. An empty variable counts as unset, so it
+ * overrides neither config.yml nor the default. pycti instead lets an empty
+ * variable replace the config.yml value, but an empty `OPENCTI_TOKEN=` line
+ * in a compose file is more often a leftover than an intent.
  */
 function readEnvironment(
   env: Record<string, string | undefined>,
@@ -858,7 +863,8 @@ function readEnvironment(
   warnings: string[],
 ): RawSettings {
   const settings = emptySettings();
-  const knownVariables = new Set<string>();
+  // The test timings are read by the connector, so they are known names too.
+  const knownVariables = new Set<string>(Object.keys(TIMING_VARIABLES));
 
   for (const section of SECTIONS) {
     for (const key of knownKeys[section]) {
@@ -873,13 +879,38 @@ function readEnvironment(
   }
 
   for (const variable of Object.keys(env)) {
-    if (variable.startsWith("CITALID_") && !knownVariables.has(variable)) {
-      warnings.push(
-        `${variable} is not a known setting and is ignored, so check its spelling against config.yml.sample`,
-      );
+    const warning = checkVariableName(variable, knownVariables);
+    if (warning !== undefined) {
+      warnings.push(warning);
     }
   }
   return settings;
+}
+
+/**
+ * Returns a warning for a variable that looks meant for this connector but
+ * is not one it reads, or undefined. An unknown `CITALID_` name always
+ * warns. An unknown `CONNECTOR_`, `OPENCTI_` or `MQ_` name warns only when
+ * it is close to a known one, because the platform's own container, other
+ * connectors and shared env files set other variables with these prefixes.
+ */
+function checkVariableName(variable: string, knownVariables: Set<string>): string | undefined {
+  if (knownVariables.has(variable)) {
+    return undefined;
+  }
+  const isOwnPrefix = variable.startsWith("CITALID_");
+  if (!isOwnPrefix && !SHARED_PREFIXES.some((prefix) => variable.startsWith(prefix))) {
+    return undefined;
+  }
+
+  const suggestions = suggestNames(variable, knownVariables);
+  if (suggestions.length > 0) {
+    return `${variable} is not a known setting and is ignored: did you mean ${suggestions.join(" or ")}?`;
+  }
+  if (isOwnPrefix) {
+    return `${variable} is not a known setting and is ignored, so check its spelling against config.yml.sample`;
+  }
+  return undefined;
 }
 
 /**

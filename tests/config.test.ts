@@ -1125,11 +1125,84 @@ describe("loadConfig other settings", () => {
     expect(error.problems[0]).toContain("use a language tag such as en or fr");
   });
 
+});
+
+describe("loadConfig variable names", () => {
+  // Each case: a misspelt variable, and the names that its warning suggests.
+  const typos: [string, string[]][] = [
+    ["CONNECTOR_DURATON_PERIOD", ["CONNECTOR_DURATION_PERIOD"]],
+    ["CONNECTOR_LOGLEVEL", ["CONNECTOR_LOG_LEVEL"]],
+    ["OPENCTI_SSL_VERIFI", ["OPENCTI_SSL_VERIFY"]],
+    ["MQ_PASSWORD", ["MQ_PASS"]],
+    ["CONNECTOR_SPOOL_DIRECTORY", ["CONNECTOR_SPOOL_DIR"]],
+    ["MQ_USERNAME", ["MQ_USER"]],
+    ["CONNECTOR_STATE_PATH", ["CONNECTOR_STATE_FILE"]],
+    ["OPENCTI_TOKN", ["OPENCTI_TOKEN"]],
+    ["CONNECTOR_DURATION_PERIOD_MS", ["CONNECTOR_DURATION_PERIOD"]],
+    ["CONNECTOR_PING_INTERVAL", ["CONNECTOR_PING_INTERVAL_MS"]],
+    ["CONNECTOR_METRICS_POST", ["CONNECTOR_METRICS_PORT", "CONNECTOR_METRICS_HOST"]],
+    ["CITALID_INTERVALL", ["CITALID_INTERVAL"]],
+  ];
+  for (const [variable, suggestions] of typos) {
+    test(`${variable} suggests ${suggestions.join(" or ")}`, () => {
+      const { warnings } = load({ [variable]: "PT1H" });
+
+      expect(warnings).toEqual([
+        `${variable} is not a known setting and is ignored: did you mean ${suggestions.join(" or ")}?`,
+      ]);
+    });
+  }
+
+  // Known names, a test timing, and variables of the platform's container
+  // and of pycti that share a prefix with this connector's variables.
+  const silent = [
+    "CONNECTOR_DURATION_PERIOD",
+    "CONNECTOR_RETRY_DELAY_MS",
+    "CONNECTOR_PROGRESS_INTERVAL_MS",
+    "OPENCTI_ADMIN_EMAIL",
+    "OPENCTI_BASE_URL",
+    "OPENCTI_ADMIN_TOKEN",
+    "OPENCTI_PORT",
+    "CONNECTOR_CONFIDENCE_LEVEL",
+    "CONNECTOR_AUTO",
+    "MQ_USE_SSL_CA",
+  ];
+  for (const variable of silent) {
+    test(`${variable} is silent`, () => {
+      const { warnings } = load({ [variable]: "PT1H" });
+
+      expect(warnings).toEqual([]);
+    });
+  }
+
+  test("misspelt period keeps the default", () => {
+    const { config } = load({ CONNECTOR_DURATON_PERIOD: "PT1H" });
+
+    expect(config.connector.durationPeriodMs).toBe(DAY);
+  });
+
   test("unknown CITALID variable warns", () => {
-    const { warnings } = load({ CITALID_INTERVALL: "24" });
+    const { warnings } = load({ CITALID_PROXY: "http://proxy:3128" });
 
     expect(warnings).toEqual([
-      "CITALID_INTERVALL is not a known setting and is ignored, so check its spelling against config.yml.sample",
+      "CITALID_PROXY is not a known setting and is ignored, so check its spelling against config.yml.sample",
+    ]);
+  });
+
+  test("misspelt secret hides its value", () => {
+    const { warnings } = load({ MQ_PASSWORD: TEST_MQ_PASS });
+
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).not.toContain(TEST_MQ_PASS);
+  });
+
+  test("misspelt required variable explains the error", () => {
+    const error = loadError({ OPENCTI_TOKEN: undefined, OPENCTI_TOKN: TEST_TOKEN });
+
+    expect(error.problems).toHaveLength(1);
+    expect(error.problems[0]).toStartWith("OPENCTI_TOKEN (opencti.token) is missing");
+    expect(error.warnings).toEqual([
+      "OPENCTI_TOKN is not a known setting and is ignored: did you mean OPENCTI_TOKEN?",
     ]);
   });
 });
