@@ -331,6 +331,50 @@ describe("log levels", () => {
   );
 });
 
+describe("misspelt variables", () => {
+  test(
+    "misspelt period warns and keeps 24 h",
+    async () => {
+      const { connector, code, info } = await runScheduled(env({ CONNECTOR_DURATON_PERIOD: "PT1H" }));
+
+      expect(code).toBe(0);
+      const warning = findLog(connector.logs(), "CONNECTOR_DURATON_PERIOD");
+      expect(warning?.level).toBe("WARNING");
+      expect(warning?.message).toBe(
+        "CONNECTOR_DURATON_PERIOD is not a known setting and is ignored: did you mean CONNECTOR_DURATION_PERIOD?",
+      );
+      expect(scheduledPeriodMs(info)).toBe(DAY_MS);
+    },
+    TIMEOUT_MS,
+  );
+
+  test(
+    "misspelt password warns in --check",
+    async () => {
+      const run = await runConnectorOnce(env({ MQ_PASSWORD: TEST_SECRETS.mqPassword }), ["--check"], { cwd: stateDir });
+
+      expect(run.code).toBe(0);
+      const warning = findLog(run.logs(), "MQ_PASSWORD");
+      expect(warning?.level).toBe("WARNING");
+      expect(warning?.message).toContain("did you mean MQ_PASS?");
+    },
+    TIMEOUT_MS,
+  );
+
+  test(
+    "platform and timing variables are silent",
+    async () => {
+      const run = await runConnectorOnce(
+        env({ OPENCTI_ADMIN_EMAIL: "admin@example.org", OPENCTI_BASE_URL: opencti.url, CONNECTOR_PROGRESS_INTERVAL_MS: "500" }),
+      );
+
+      expect(run.code).toBe(0);
+      expect(findLog(run.logs(), "is not a known setting")).toBeUndefined();
+    },
+    TIMEOUT_MS,
+  );
+});
+
 describe("connector id", () => {
   test(
     "Python default id warns loudly",
