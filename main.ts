@@ -7,10 +7,12 @@ import { dirname } from "node:path";
 import { runCheck } from "./lib/check.ts";
 import { HELP, UsageError, parseCommandLine } from "./lib/cli.ts";
 import { ConfigError, loadConfig } from "./lib/config.ts";
-import { EXIT, FatalError, runConnector, timingsFromEnv } from "./lib/connector.ts";
+import { EXIT, runConnector } from "./lib/connector.ts";
+import { FatalError } from "./lib/errors.ts";
 import { createLogger } from "./lib/log.ts";
 import { configureProgress, stderrProgressTerminal } from "./lib/progress.ts";
 import { StateFileError } from "./lib/state.ts";
+import { timingsFromEnv } from "./lib/timings.ts";
 import { CONNECTOR_VERSION } from "./lib/version.ts";
 
 async function main(argv: string[]): Promise<number> {

@@ -1,7 +1,7 @@
 import { readFileSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import * as v from "valibot";
-import { TIMING_VARIABLES } from "./connector.ts";
+import { TIMING_VARIABLES } from "./timings.ts";
 import { DurationError, parseDuration } from "./duration.ts";
 import type { Logger } from "./log.ts";
 import { suggestNames } from "./typos.ts";

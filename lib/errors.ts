@@ -92,3 +92,8 @@ export function excerpt(body: string, max = 120): string {
     .trim();
   return masked.length > max ? masked.slice(0, max) + "…" : masked;
 }
+
+/** A failure that restarting the process does not fix; the process exits with code 2. */
+export class FatalError extends Error {
+  override name = "FatalError";
+}

@@ -9,7 +9,7 @@ import { join, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { parseCommandLine } from "../lib/cli.ts";
 import { loadConfig } from "../lib/config.ts";
-import { DEFAULT_TIMINGS } from "../lib/connector.ts";
+import { DEFAULT_TIMINGS } from "../lib/timings.ts";
 import { isJournalStream } from "../lib/log.ts";
 import { DEFAULT_OUTFILE } from "../scripts/build.ts";
 import { type FakeCitalid, startFakeCitalid } from "./fakes/citalid.ts";

@@ -4,7 +4,8 @@
 import { describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { DEFAULT_TIMINGS, FatalError, TIMING_VARIABLES, timingsFromEnv } from "../lib/connector.ts";
+import { FatalError } from "../lib/errors.ts";
+import { DEFAULT_TIMINGS, TIMING_VARIABLES, timingsFromEnv } from "../lib/timings.ts";
 
 const README = readFileSync(join(import.meta.dir, "..", "README.md"), "utf8");
 
