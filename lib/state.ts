@@ -91,37 +91,12 @@ export class StateFile {
   }
 
   /**
-   * Checks that the folder exists and is writable, and takes the lock for
-   * the life of the process. Raises StateFileError with the path and the fix.
+   * Runs {@linkcode checkStateFile}, then takes the lock for the life of the
+   * process. Raises StateFileError with the path and the fix.
    */
   open(): void {
-    const folder = dirname(this.path);
-    if (!existsSync(folder)) {
-      throw new StateFileError(
-        `State file folder ${folder} does not exist: create it or set CONNECTOR_STATE_FILE to a path in an existing folder`,
-      );
-    }
-    try {
-      closeSync(openSync(folder, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY));
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === "ENOTDIR") {
-        throw new StateFileError(
-          `State file folder ${folder} is not a folder: set CONNECTOR_STATE_FILE to a path in an existing folder`,
-        );
-      }
-    }
-    if (existsSync(this.path) && statSync(this.path).isDirectory()) {
-      throw new StateFileError(
-        `State file ${this.path} is a folder: set CONNECTOR_STATE_FILE to a file path such as ${join(this.path, "state.json")}`,
-      );
-    }
-    try {
-      accessSync(folder, fsConstants.W_OK);
-    } catch {
-      throw new StateFileError(
-        `State file folder ${folder} is not writable by this user: fix its permissions or set CONNECTOR_STATE_FILE elsewhere`,
-      );
-    }
+    checkStateFile(this.path);
+
     this.#lock();
   }
 
@@ -143,7 +118,7 @@ export class StateFile {
       return undefined;
     }
 
-    const text = readFileSync(this.path, "utf8");
+    const text = readOrExplain(this.path, "State file");
     const silent = { ...this.#logger, warn: () => {} };
     const state = parseState(text, "state file", silent as Logger);
     const isEmptyMarker = text.trim() === "" || text.trim() === "null";
@@ -188,16 +163,29 @@ export class StateFile {
     return statSync(this.path, { throwIfNoEntry: false })?.mtime;
   }
 
-  /** Sets the state file's modification time to now, if the file exists, to record when this process stopped. */
+  /**
+   * Sets the state file's modification time to now, if the file exists, to
+   * record when this process stopped. Only the owner may set it, so for a
+   * file of another user (EACCES, EPERM) it logs a warning with the fix. It
+   * does not raise, because it runs on the way out, after the error that
+   * ends the process, if any.
+   */
   touch(): void {
     if (existsSync(this.path)) {
       const now = new Date();
-      utimesSync(this.path, now, now);
+      try {
+        utimesSync(this.path, now, now);
+      } catch (error) {
+        if (!isPermissionError(error)) {
+          throw error;
+        }
+        this.#logger.warn(accessProblem(this.path, "State file", "update the time of"), { state_file: this.path });
+      }
     }
   }
 
   get #lockPath(): string {
-    return `${this.path}.lock`;
+    return lockPathOf(this.path);
   }
 
   #lock(): void {
@@ -215,7 +203,7 @@ export class StateFile {
         }
       }
 
-      const [ownerText, ownerStarted] = readFileSync(this.#lockPath, "utf8").trim().split(/\s+/);
+      const [ownerText, ownerStarted] = readOrExplain(this.#lockPath, "State file lock").trim().split(/\s+/);
       const owner = Number.parseInt(ownerText ?? "", 10);
       // After a reboot the pid in a leftover lock may belong to another
       // program; its start time then differs from the one recorded.
@@ -234,7 +222,56 @@ export class StateFile {
   }
 }
 
-/** The state file cannot be used: a missing or read-only folder, or a lock held by another process. */
+/**
+ * Checks, without changing anything, that the connector can use the state
+ * file at `path`. Its folder must exist, be a folder and be writable, and
+ * the path must not be a folder. An existing state file or lock file must
+ * be readable and writable by this user. Start-up and `--check` both call
+ * it. Raises StateFileError naming the path and the fix.
+ */
+export function checkStateFile(path: string): void {
+  const folder = dirname(path);
+  if (!existsSync(folder)) {
+    throw new StateFileError(
+      `State file folder ${folder} does not exist: create it or set CONNECTOR_STATE_FILE to a path in an existing folder`,
+    );
+  }
+  try {
+    closeSync(openSync(folder, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY));
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOTDIR") {
+      throw new StateFileError(
+        `State file folder ${folder} is not a folder: set CONNECTOR_STATE_FILE to a path in an existing folder`,
+      );
+    }
+  }
+
+  // Creating a file needs both write and search permission on the folder.
+  try {
+    accessSync(folder, fsConstants.W_OK | fsConstants.X_OK);
+  } catch {
+    throw new StateFileError(
+      `State file folder ${folder} is not writable by this user: fix its permissions or set CONNECTOR_STATE_FILE elsewhere`,
+    );
+  }
+
+  const stats = statSync(path, { throwIfNoEntry: false });
+  if (stats?.isDirectory()) {
+    throw new StateFileError(
+      `State file ${path} is a folder: set CONNECTOR_STATE_FILE to a file path such as ${join(path, "state.json")}`,
+    );
+  }
+  if (stats !== undefined && !isReadableAndWritable(path)) {
+    throw new StateFileError(accessProblem(path, "State file", "read and write"));
+  }
+
+  const lock = lockPathOf(path);
+  if (existsSync(lock) && !isReadableAndWritable(lock)) {
+    throw new StateFileError(accessProblem(lock, "State file lock", "read and write"));
+  }
+}
+
+/** The state file cannot be used: a missing or read-only folder, a file of another user, or a lock held by another process. */
 export class StateFileError extends Error {
   override name = "StateFileError";
 }
@@ -250,6 +287,45 @@ function processStartTime(pid: number): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+function lockPathOf(path: string): string {
+  return `${path}.lock`;
+}
+
+function isReadableAndWritable(path: string): boolean {
+  try {
+    accessSync(path, fsConstants.R_OK | fsConstants.W_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function isPermissionError(error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException).code;
+  return code === "EACCES" || code === "EPERM";
+}
+
+// Reads a file, turning a permission error into a StateFileError with the fix.
+function readOrExplain(path: string, label: string): string {
+  try {
+    return readFileSync(path, "utf8");
+  } catch (error) {
+    throw isPermissionError(error) ? new StateFileError(accessProblem(path, label, "read")) : error;
+  }
+}
+
+// Names a file that this user cannot use, its owner and mode, and the fix,
+// such as a state file left by a run under sudo.
+function accessProblem(path: string, label: string, needs: string): string {
+  const stats = statSync(path, { throwIfNoEntry: false });
+  const uid = process.getuid?.() ?? "unknown";
+  const owner = stats ? `belongs to uid ${stats.uid} with mode ${(stats.mode & 0o7777).toString(8).padStart(4, "0")}` : "is not usable";
+  return (
+    `${label} ${path} ${owner}, so this user (uid ${uid}) cannot ${needs} it: ` +
+    `run "chown ${uid} ${path}" and "chmod 600 ${path}" as root to give it to the user the connector runs as, or set CONNECTOR_STATE_FILE to another path`
+  );
 }
 
 /** Creates the folder of a state file, for callers that own the folder (tests, the demo). */
