@@ -66,12 +66,23 @@ async function main(argv: string[]): Promise<number> {
     logger.warn(warning, { config_file: loaded.source ?? null });
   }
 
+  // A bad timing variable stops --check as it stops start-up: exit 2.
+  let timings: ReturnType<typeof timingsFromEnv>;
+  try {
+    timings = timingsFromEnv(process.env);
+  } catch (error) {
+    if (error instanceof FatalError) {
+      logger.error(error.message);
+      return EXIT.config;
+    }
+    throw error;
+  }
+
   if (commandLine.check) {
     return runCheck(config, logger, { source: loaded.source });
   }
 
   try {
-    const timings = timingsFromEnv(process.env);
     return await runConnector(config, logger, { once: commandLine.once, timings });
   } catch (error) {
     if (error instanceof FatalError || error instanceof StateFileError) {

@@ -1,9 +1,10 @@
-import { constants as fsConstants, accessSync, existsSync, readFileSync } from "node:fs";
-import { dirname } from "node:path";
+import { existsSync, readFileSync } from "node:fs";
 import { CitalidClient } from "./citalid.ts";
 import type { Config } from "./config.ts";
 import type { Logger } from "./log.ts";
 import { OpenCTIClient, platformAtLeast } from "./opencti.ts";
+import { SpoolFolderError, checkSpoolFolder } from "./spool.ts";
+import { StateFileError, checkStateFile } from "./state.ts";
 import { compareVersionIds, hasDatePrefix, isDatedInFuture } from "./versions.ts";
 import { USER_AGENT } from "./version.ts";
 
@@ -29,9 +30,9 @@ const CHECK_TIMEOUT_MS = 30_000;
 
 /**
  * Checks the settings against both services without importing anything or
- * registering a work: validates the state file's folder, logs in to
- * Citalid and lists the versions, then queries the platform's version with
- * the token. Prints a short report on stdout, one line per check, and
+ * registering a work: runs the start-up checks of the state file and of
+ * the spool folder, logs in to Citalid and lists the versions, then
+ * queries the platform's version with the token. Prints a short report on stdout, one line per check, and
  * resolves with 0 when every check passes, 1 otherwise. Each request gets
  * one retry and a timeout of 30 s per attempt.
  */
@@ -44,7 +45,8 @@ export async function runCheck(config: Config, logger: Logger, options: CheckOpt
       status: "ok",
       detail: options.source ? `valid, read from ${options.source} and the environment` : "valid, read from the environment (no config.yml found)",
     },
-    checkStateFolder(config.connector.stateFile),
+    stateFileResult(config.connector.stateFile),
+    spoolFolderResult(config.connector.spoolDir),
     ...(await checkCitalid(config, logger, ca)),
     await checkOpenCTI(config, logger, ca),
   ];
@@ -65,27 +67,32 @@ export async function runCheck(config: Config, logger: Logger, options: CheckOpt
   return failed === 0 ? 0 : 1;
 }
 
-/** Checks what StateFile.open checks at start-up, without taking the lock. */
-function checkStateFolder(stateFile: string): CheckResult {
+// Runs the state file checks of start-up (checkStateFile), without taking the lock.
+function stateFileResult(stateFile: string): CheckResult {
   const name = "state file";
-  const folder = dirname(stateFile);
-  if (!existsSync(folder)) {
-    return {
-      name,
-      status: "fail",
-      detail: `folder ${folder} does not exist: create it or set CONNECTOR_STATE_FILE to a path in an existing folder`,
-    };
-  }
   try {
-    accessSync(folder, fsConstants.W_OK);
-  } catch {
-    return {
-      name,
-      status: "fail",
-      detail: `folder ${folder} is not writable by this user: fix its permissions or set CONNECTOR_STATE_FILE elsewhere`,
-    };
+    checkStateFile(stateFile);
+  } catch (error) {
+    if (error instanceof StateFileError) {
+      return { name, status: "fail", detail: error.message };
+    }
+    throw error;
   }
   return { name, status: "ok", detail: `${stateFile} (${existsSync(stateFile) ? "exists" : "not created yet"})` };
+}
+
+// Runs the spool folder check of start-up (checkSpoolFolder), without removing leftover files.
+function spoolFolderResult(folder: string): CheckResult {
+  const name = "spool folder";
+  try {
+    checkSpoolFolder(folder);
+  } catch (error) {
+    if (error instanceof SpoolFolderError) {
+      return { name, status: "fail", detail: error.message };
+    }
+    throw error;
+  }
+  return { name, status: "ok", detail: `${folder} (writable)` };
 }
 
 async function checkCitalid(config: Config, logger: Logger, ca: string | undefined): Promise<CheckResult[]> {

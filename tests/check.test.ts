@@ -3,12 +3,15 @@
  * against the fake Citalid API and the fake OpenCTI platform.
  */
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { type FakeCitalid, startFakeCitalid } from "./fakes/citalid.ts";
 import { type FakeOpenCTI, startFakeOpenCTI } from "./fakes/opencti.ts";
 import { fixtureCitalidVersions } from "./fixtures/versions.ts";
 import { TEST_SECRETS, connectorEnv, runConnectorOnce, tempDir } from "./helpers/connector.ts";
+import { OTHER_UID, asOtherUser, otherUserDir, otherUserUnavailable, warnIfOtherUserUnavailable } from "./helpers/other-user.ts";
+
+warnIfOtherUserUnavailable("check.test.ts");
 
 let citalid: FakeCitalid;
 let opencti: FakeOpenCTI;
@@ -29,9 +32,12 @@ function env(extra: Record<string, string> = {}) {
   return connectorEnv(citalid, opencti, stateDir, { CONNECTOR_RETRY_DELAY_MS: "20", ...extra });
 }
 
-/** Runs `--check` and returns the exit code and the report lines printed on stdout. */
-async function check(extra: Record<string, string> = {}, args: string[] = []) {
-  const run = await runConnectorOnce(env(extra), ["--check", ...args], { cwd: stateDir });
+/**
+ * Runs `--check` and returns the exit code and the report lines printed on
+ * stdout. `command` starts the connector some other way, such as another user.
+ */
+async function check(extra: Record<string, string> = {}, args: string[] = [], command?: string[]) {
+  const run = await runConnectorOnce(env(extra), ["--check", ...args], { cwd: stateDir, command });
   return { code: run.code, lines: run.stdout().trimEnd().split("\n"), run };
 }
 
@@ -166,7 +172,46 @@ describe("--check failing", () => {
     const { code, lines } = await check({ CONNECTOR_STATE_FILE: join(stateDir, "missing", "state.json") });
 
     expect(code).toBe(1);
-    expect(line(lines, "state file")).toMatch(/^FAIL\s+state file\s+folder .*missing does not exist/);
+    expect(line(lines, "state file")).toMatch(/^FAIL\s+state file\s+State file folder .*missing does not exist/);
+  });
+
+  test("state file under a file fails", async () => {
+    const plain = join(stateDir, "plain");
+    writeFileSync(plain, "");
+
+    const { code, lines } = await check({ CONNECTOR_STATE_FILE: join(plain, "state.json"), CONNECTOR_SPOOL_DIR: stateDir });
+
+    expect(code).toBe(1);
+    expect(line(lines, "state file")).toMatch(/^FAIL\s+state file\s+State file folder .*plain is not a folder: set CONNECTOR_STATE_FILE/);
+    expect(line(lines, "spool folder")).toMatch(/^OK\s/);
+  });
+
+  test("state file that is a folder fails", async () => {
+    mkdirSync(join(stateDir, "state.json"));
+
+    const { code, lines } = await check();
+
+    expect(code).toBe(1);
+    expect(line(lines, "state file")).toContain(`State file ${join(stateDir, "state.json")} is a folder: set CONNECTOR_STATE_FILE`);
+  });
+
+  test("missing spool folder fails", async () => {
+    const { code, lines } = await check({ CONNECTOR_SPOOL_DIR: join(stateDir, "missing") });
+
+    expect(code).toBe(1);
+    expect(line(lines, "spool folder")).toMatch(/^FAIL\s+spool folder\s+Spool folder .*missing does not exist: .*CONNECTOR_SPOOL_DIR/);
+    expect(line(lines, "state file")).toMatch(/^OK\s/);
+    expect(lines.at(-1)).toBe("1 check(s) failed.");
+  });
+
+  test("spool folder that is a file fails", async () => {
+    const plain = join(stateDir, "plain");
+    writeFileSync(plain, "");
+
+    const { code, lines } = await check({ CONNECTOR_SPOOL_DIR: plain });
+
+    expect(code).toBe(1);
+    expect(line(lines, "spool folder")).toContain(`Spool folder ${plain} is not a folder: set CONNECTOR_SPOOL_DIR`);
   });
 
   test("failed run still creates nothing", async () => {
@@ -184,6 +229,69 @@ describe("--check failing", () => {
     expect(run.lines.join("\n")).toContain("CONNECTOR_QUEUE_PROTOCOL");
     expect(citalid.counts.tokenRequests).toBe(0);
     expect(opencti.requests).toEqual([]);
+  });
+});
+
+describe("--check timings", () => {
+  // Start-up treats a bad timing variable as invalid settings, so --check does too.
+  test("bad value exits 2 before checking", async () => {
+    const { code, run } = await check({ CONNECTOR_CITALID_TIMEOUT_MS: "abc" });
+
+    expect(code).toBe(2);
+    const error = run.logs().find((logLine) => logLine.level === "ERROR")?.message;
+    expect(error).toBe('CONNECTOR_CITALID_TIMEOUT_MS is "abc": use a whole number of milliseconds above 0');
+    expect(run.stdout()).toBe("");
+    expect(citalid.counts.tokenRequests).toBe(0);
+    expect(opencti.requests).toEqual([]);
+  });
+});
+
+// Root passes every permission check, so these cases run the connector as
+// another user, with files of root in a folder of that user.
+describe.skipIf(otherUserUnavailable !== undefined)("--check as another user", () => {
+  beforeEach(() => {
+    stateDir = otherUserDir();
+  });
+
+  test("passes with its own files", async () => {
+    const { code, lines } = await check({}, [], asOtherUser());
+
+    expect(code).toBe(0);
+    expect(lines.at(-1)).toBe("All checks passed.");
+  });
+
+  test("state file of root fails", async () => {
+    const path = join(stateDir, "state.json");
+    writeFileSync(path, '{"last_loaded_bundle_id":"20250105"}\n', { mode: 0o600 });
+
+    const { code, lines } = await check({}, [], asOtherUser());
+
+    expect(code).toBe(1);
+    expect(line(lines, "state file")).toContain(
+      `State file ${path} belongs to uid 0 with mode 0600, so this user (uid ${OTHER_UID}) cannot read and write it: run "chown ${OTHER_UID} ${path}"`,
+    );
+    expect(line(lines, "state file")).toContain("CONNECTOR_STATE_FILE");
+  });
+
+  test("lock file of root fails", async () => {
+    const lock = join(stateDir, "state.json.lock");
+    writeFileSync(lock, "999999999", { mode: 0o600 });
+
+    const { code, lines } = await check({}, [], asOtherUser());
+
+    expect(code).toBe(1);
+    expect(line(lines, "state file")).toContain(`State file lock ${lock} belongs to uid 0 with mode 0600`);
+  });
+
+  test("unwritable spool folder fails", async () => {
+    const spool = join(stateDir, "spool");
+    mkdirSync(spool);
+    chmodSync(spool, 0o755);
+
+    const { code, lines } = await check({ CONNECTOR_SPOOL_DIR: spool }, [], asOtherUser());
+
+    expect(code).toBe(1);
+    expect(line(lines, "spool folder")).toContain(`Spool folder ${spool} is not writable by this user: fix its permissions or set CONNECTOR_SPOOL_DIR`);
   });
 });
 
