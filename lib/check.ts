@@ -32,9 +32,10 @@ const CHECK_TIMEOUT_MS = 30_000;
  * Checks the settings against both services without importing anything or
  * registering a work: runs the start-up checks of the state file and of
  * the spool folder, logs in to Citalid and lists the versions, then
- * queries the platform's version with the token. Prints a short report on stdout, one line per check, and
- * resolves with 0 when every check passes, 1 otherwise. Each request gets
- * one retry and a timeout of 30 s per attempt.
+ * queries the platform's version with the token. Prints a short report on
+ * stdout, one line per check, and resolves with 0 when every check passes,
+ * 1 otherwise. Each request gets one retry and a timeout of 30 s per
+ * attempt.
  */
 export async function runCheck(config: Config, logger: Logger, options: CheckOptions = {}): Promise<number> {
   const write = options.write ?? ((line: string) => process.stdout.write(line + "\n"));
