@@ -289,9 +289,23 @@ function openSpoolFolder(folder: string, logger: Logger): void {
   removeLeftoverSpoolFiles(folder, logger);
 }
 
+// Adopts the platform's state at start-up, which wins over the file: a
+// reset from the OpenCTI UI leaves no state there. A state that is there
+// but unusable (not JSON, or a bad version id) gives way to a usable state
+// file instead, because a reset would have left none, and the next ping
+// sends the file's state back.
 function adoptInitialState(file: StateFile, registration: Registration, logger: Logger) {
   const local = file.read();
-  const remote = parseState(registration.connectorState, "connector state stored on the platform", logger);
+  const raw = registration.connectorState;
+  const remote = parseState(raw, "connector state stored on the platform", logger);
+  const stored = raw !== null && !["", "null", "{}"].includes(raw.trim());
+  if (remote === undefined && stored && local !== undefined) {
+    logger.warn("The connector state on the platform is unusable, so the state file's is used and sent to the platform", {
+      connector_id: registration.id,
+      last_loaded_bundle_id: local.last_loaded_bundle_id ?? null,
+    });
+    return local;
+  }
   if (remote === undefined) {
     logger.info("The platform has no state for this connector: the import starts from the first version", {
       connector_id: registration.id,

@@ -369,6 +369,37 @@ describe("later runs", () => {
     expect(Object.keys(citalid.counts.downloads).sort()).toEqual(["20250210", "20250301"]);
   });
 
+  test.each([
+    ["not JSON", "{last_loaded_bundle_id: 20250105-2"],
+    ["a bad version id", JSON.stringify({ last_loaded_bundle_id: 20250105 })],
+  ])("platform state that is %s gives way to the file", async (_name, state) => {
+    citalid.setVersions(fixtureCitalidVersions().slice(0, 2));
+    await runOnce(env());
+    opencti.seedConnector({ id: CONNECTOR_ID, state });
+    citalid.setVersions(fixtureCitalidVersions());
+    citalid.clearRecords();
+
+    const run = await runOnce(env());
+
+    expect(run.code).toBe(0);
+    expect(Object.keys(citalid.counts.downloads).sort()).toEqual(["20250210", "20250301"]);
+    expect(platformState()?.last_loaded_bundle_id).toBe("20250301");
+    expect(fileState()?.last_loaded_bundle_id).toBe("20250301");
+    const warning = run.logs().find((line) => line.message.startsWith("The connector state on the platform is unusable"));
+    expect(warning?.attributes?.last_loaded_bundle_id).toBe("20250105-2");
+  });
+
+  test("empty platform state still starts afresh", async () => {
+    citalid.setVersions(fixtureCitalidVersions().slice(0, 2));
+    await runOnce(env());
+    opencti.seedConnector({ id: CONNECTOR_ID, state: null });
+    citalid.clearRecords();
+
+    await runOnce(env());
+
+    expect(Object.keys(citalid.counts.downloads).sort()).toEqual(["20250105-1", "20250105-2"]);
+  });
+
   test("keeps unknown state keys", async () => {
     opencti.seedConnector({ id: CONNECTOR_ID, state: JSON.stringify({ last_loaded_bundle_id: "20250210", custom: 7 }) });
 
