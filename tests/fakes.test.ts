@@ -818,6 +818,23 @@ test("fake Citalid slow fault delays the answer", async () => {
   expect(elapsed).toBeGreaterThanOrEqual(290);
 });
 
+test("fake Citalid trickle fault sends the body in pieces", async () => {
+  const fake = await citalid({ versions: fixtureCitalidVersions() });
+  const token = await login(fake);
+  const full = loadFixtureBundle(FIXTURE_VERSIONS[0]!.file);
+  const chunkBytes = Math.ceil(full.length / 4);
+  fake.inject("download", { kind: "trickle", chunkBytes, intervalMs: 100, times: 1 });
+
+  const started = performance.now();
+  const response = await download(fake, "20250105-1", token);
+  const body = Buffer.from(await response.arrayBuffer());
+  const elapsed = performance.now() - started;
+
+  expect(response.headers.get("content-length")).toBe(String(full.length));
+  expect(body.equals(full)).toBe(true);
+  expect(elapsed).toBeGreaterThanOrEqual(290);
+});
+
 test("fake Citalid delayMs precedes another fault", async () => {
   const fake = await citalid({ versions: fixtureCitalidVersions() });
   const token = await login(fake);
@@ -2073,6 +2090,22 @@ test("fake Citalid truncates a body file", async () => {
 
   expect(head).toContain("Content-Length: 10");
   expect(body).toBe("01234");
+});
+
+test("fake Citalid trickles a body file", async () => {
+  const path = join(mkdtempSync(join(tmpdir(), "fake-citalid-")), "version.json");
+  writeFileSync(path, "0123456789");
+  const fake = await citalid({ versions: [{ id: "20250105", bodyFile: path }] });
+  const token = await login(fake);
+  fake.inject("download", { kind: "trickle", chunkBytes: 4, intervalMs: 100, times: 1 });
+
+  const started = performance.now();
+  const response = await download(fake, "20250105", token);
+  const body = await response.text();
+  const elapsed = performance.now() - started;
+
+  expect(body).toBe("0123456789");
+  expect(elapsed).toBeGreaterThanOrEqual(190);
 });
 
 test("fake OpenCTI counts pushes it does not keep", async () => {

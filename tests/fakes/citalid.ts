@@ -26,6 +26,7 @@ import { createServer as createHttpsServer } from "node:https";
 import { randomBytes } from "node:crypto";
 import { createReadStream, statSync } from "node:fs";
 import type { AddressInfo, Socket } from "node:net";
+import { Readable } from "node:stream";
 
 /** Public OAuth client id of the Citalid API, sent with an empty secret. */
 export const CITALID_CLIENT_ID = "0RcQ2BmuJRRsZKvY1Xf1gdjiwYRZhQKBNOxY9KOI";
@@ -113,6 +114,8 @@ export interface CitalidFaultCommon {
  *   the body, then destroy the socket.
  * - `stall`: like `truncate`, but keep the socket open and send nothing more.
  * - `slow`: wait `delayMs`, then answer normally.
+ * - `trickle`: respond as usual, but send the body in pieces of `chunkBytes`
+ *   bytes, one every `intervalMs` milliseconds.
  */
 export type CitalidFault = CitalidFaultCommon &
   (
@@ -133,6 +136,7 @@ export type CitalidFault = CitalidFaultCommon &
     | { kind: "truncate" }
     | { kind: "stall" }
     | { kind: "slow"; delayMs: number }
+    | { kind: "trickle"; chunkBytes: number; intervalMs: number }
   );
 
 /** Name of a fault kind. */
@@ -571,7 +575,11 @@ export async function startFakeCitalid(
       return;
     }
 
-    send(res, record, reply);
+    if (fault?.kind === "trickle") {
+      sendSlowly(res, record, reply, fault.chunkBytes, fault.intervalMs);
+    } else {
+      send(res, record, reply);
+    }
 
     if (routed.route === "download" && reply.status === 200) {
       countSuccessfulDownload();
@@ -1017,6 +1025,46 @@ function sendPartially(
     return;
   }
   res.write(reply.body.subarray(0, Math.floor(reply.body.length / 2)), afterHalf);
+}
+
+// Sends the reply with its full Content-Length, `chunkBytes` bytes of the
+// body at a time with `intervalMs` between two pieces. Stops when the
+// response is destroyed, such as by stop() or by the client.
+function sendSlowly(
+  res: ServerResponse,
+  record: CitalidRequest,
+  reply: Reply,
+  chunkBytes: number,
+  intervalMs: number,
+): void {
+  record.status = reply.status;
+  res.writeHead(reply.status, {
+    ...reply.headers,
+    "Content-Length": String(reply.file?.size ?? reply.body.length),
+  });
+
+  const source =
+    reply.file !== undefined
+      ? createReadStream(reply.file.path, { highWaterMark: chunkBytes })
+      : Readable.from(pieces(reply.body, chunkBytes));
+  source.on("data", (chunk: Buffer) => {
+    source.pause();
+    res.write(chunk);
+    setTimeout(() => {
+      if (res.destroyed) {
+        source.destroy();
+      } else {
+        source.resume();
+      }
+    }, intervalMs);
+  });
+  source.on("end", () => res.end());
+}
+
+function* pieces(body: Buffer, size: number): Generator<Buffer> {
+  for (let start = 0; start < body.length; start += size) {
+    yield body.subarray(start, start + size);
+  }
 }
 
 function headerValue(req: IncomingMessage, name: string): string | null {
