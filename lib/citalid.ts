@@ -1,4 +1,5 @@
 import { type KyInstance, isHTTPError, isTimeoutError } from "ky";
+import { BodyDeadline } from "./body-deadline.ts";
 import { CitalidAuthError, CitalidError, excerpt } from "./errors.ts";
 import { createHttp, describeHttpFailure, describeTlsError, isTransientNetworkError, tlsProblem } from "./http.ts";
 import type { Logger } from "./log.ts";
@@ -33,6 +34,12 @@ export interface CitalidClientOptions {
   timeoutMs?: number;
   /** Time allowed for the body of a download, from its response headers, in milliseconds. @default 3600000 */
   downloadTimeoutMs?: number;
+  /**
+   * Time a download's body may go without a byte, in milliseconds, before
+   * the attempt is aborted and retried like a body cut short. Not armed
+   * when it is not shorter than `downloadTimeoutMs`. @default timeoutMs
+   */
+  downloadIdleTimeoutMs?: number;
   /**
    * Called as a download's body arrives, with the bytes received so far in
    * this attempt and the Content-Length when known, as described for
@@ -181,9 +188,10 @@ export class CitalidClient {
 
   /**
    * Downloads one version into `sink` as its body arrives, so the body is
-   * never held in memory. A body cut short, late, or that the sink rejects
-   * as not JSON is downloaded again from its start, up to `retryLimit`
-   * times with backoff, and each retry is logged with its attempt number.
+   * never held in memory. A body cut short, late, idle for
+   * `downloadIdleTimeoutMs`, or that the sink rejects as not JSON is
+   * downloaded again from its start, up to `retryLimit` times with backoff,
+   * and each retry is logged with its attempt number.
    * Returns the sink's result and the body's size in bytes. Raises
    * CitalidError, or an error of the sink other than JsonScanError (such as
    * a failed write) unchanged.
@@ -197,26 +205,26 @@ export class CitalidClient {
     for (let attempt = 1; ; attempt++) {
       const controller = new AbortController();
       const response = await this.#call(path, action, versionId, controller.signal);
-      const timer = setTimeout(() => controller.abort(), bodyTimeoutMs);
+      const deadline = new BodyDeadline(controller, bodyTimeoutMs, this.#downloadIdleTimeoutMs());
       const onProgress = this.#options.onProgress;
       const body = onProgress ? reportBodyProgress(response, (bytes, total) => onProgress(versionId, bytes, total)) : response;
       let outcome: StreamOutcome<T>;
       try {
-        outcome = await streamInto(body, sink);
+        outcome = await streamInto(body, sink, deadline);
       } finally {
-        clearTimeout(timer);
+        deadline.clear();
       }
       if (outcome.ok) {
         return { result: outcome.result, bytes: outcome.bytes };
       }
 
-      const reason = controller.signal.aborted ? `timed out after ${bodyTimeoutMs} ms reading the body` : outcome.reason;
+      const reason = deadline.reason ?? outcome.reason;
       if (attempt < attempts) {
         this.#logBodyRetry(path, versionId, attempt, attempts, reason);
         await sleep(this.#retryDelay(attempt));
         continue;
       }
-      if (outcome.notJson && !controller.signal.aborted) {
+      if (outcome.notJson && deadline.reason === undefined) {
         throw new CitalidError(
           `Download of Citalid version ${versionId} on ${path} is not JSON after ${attempts} attempts (HTTP ${response.status}, ${contentType(response)}): ${reason}; the body starts with ${this.#excerpt(sink.head())}`,
           { path, status: response.status, versionId },
@@ -234,8 +242,8 @@ export class CitalidClient {
   /**
    * Downloads one version and parses it as JSON, holding the whole body in
    * memory; the connector uses {@linkcode downloadVersionTo} instead. A body
-   * cut short, late or not JSON is downloaded again, a bounded number of
-   * times. Raises CitalidError.
+   * cut short, late, idle for `downloadIdleTimeoutMs` or not JSON is
+   * downloaded again, a bounded number of times. Raises CitalidError.
    */
   async downloadVersion(versionId: string): Promise<{ json: unknown; bytes: number }> {
     const path = `${API_PATH}/stix-bundles/versions/${encodeURIComponent(versionId)}/download/`;
@@ -263,8 +271,9 @@ export class CitalidClient {
   /**
    * Sends a GET and reads the whole body as text. The body must arrive
    * within `downloadTimeoutMs` for a download, else `timeoutMs`, counted
-   * from the response headers. A body cut short or late is requested again,
-   * up to `retryLimit` times.
+   * from the response headers, and a download's body must not go
+   * `downloadIdleTimeoutMs` without a byte. A body cut short or late is
+   * requested again, up to `retryLimit` times.
    */
   #getText(path: string, action: string, versionId?: string): Promise<{ response: Response; text: string }> {
     return this.#readText(path, action, versionId, (signal) => this.#call(path, action, versionId, signal));
@@ -282,19 +291,19 @@ export class CitalidClient {
     const bodyTimeoutMs = versionId
       ? (this.#options.downloadTimeoutMs ?? 3_600_000)
       : (this.#options.timeoutMs ?? 30_000);
+    // Other bodies get no idle limit, because it would equal their total limit.
+    const idleTimeoutMs = versionId ? this.#downloadIdleTimeoutMs() : undefined;
 
     for (let attempt = 1; ; attempt++) {
       const controller = new AbortController();
       const response = await send(controller.signal);
-      const timer = setTimeout(() => controller.abort(), bodyTimeoutMs);
+      const deadline = new BodyDeadline(controller, bodyTimeoutMs, idleTimeoutMs);
       const onProgress = this.#options.onProgress;
       const body = versionId && onProgress ? reportBodyProgress(response, (bytes, total) => onProgress(versionId, bytes, total)) : response;
       try {
-        return { response, text: await body.text() };
+        return { response, text: await readBodyText(body, deadline) };
       } catch (error) {
-        const reason = controller.signal.aborted
-          ? `timed out after ${bodyTimeoutMs} ms reading the body`
-          : `body cut off: ${describeHttpFailure(error)}`;
+        const reason = deadline.reason ?? `body cut off: ${describeHttpFailure(error)}`;
         if (attempt < attempts) {
           this.#logBodyRetry(path, versionId, attempt, attempts, reason);
           await sleep(this.#retryDelay(attempt));
@@ -308,9 +317,13 @@ export class CitalidClient {
           cause: error,
         });
       } finally {
-        clearTimeout(timer);
+        deadline.clear();
       }
     }
+  }
+
+  #downloadIdleTimeoutMs(): number {
+    return this.#options.downloadIdleTimeoutMs ?? this.#options.timeoutMs ?? 30_000;
   }
 
   async #call(path: string, action: string, versionId: string | undefined, signal: AbortSignal): Promise<Response> {
@@ -405,7 +418,7 @@ type StreamOutcome<T> =
 
 // Streams one attempt's body into the sink. A body cut short or not JSON is
 // an outcome to retry; other errors of the sink are raised.
-async function streamInto<T>(response: Response, sink: DownloadSink<T>): Promise<StreamOutcome<T>> {
+async function streamInto<T>(response: Response, sink: DownloadSink<T>, deadline: BodyDeadline): Promise<StreamOutcome<T>> {
   sink.begin();
   const expected = identityLength(response);
   const reader = response.body?.getReader();
@@ -431,6 +444,8 @@ async function streamInto<T>(response: Response, sink: DownloadSink<T>): Promise
       }
       throw error;
     }
+    // After the write, so that a slow sink does not count as an idle server.
+    deadline.received(next.value.byteLength);
   }
 
   if (expected !== undefined && bytes !== expected) {
@@ -446,6 +461,22 @@ async function streamInto<T>(response: Response, sink: DownloadSink<T>): Promise
     }
     throw error;
   }
+}
+
+// Reads a whole body as UTF-8 text, as Response.text() does, and reports
+// each chunk to the deadline.
+async function readBodyText(response: Response, deadline: BodyDeadline): Promise<string> {
+  const chunks: Uint8Array[] = [];
+  const reader = response.body?.getReader();
+  while (reader !== undefined) {
+    const next = await reader.read();
+    if (next.done) {
+      break;
+    }
+    chunks.push(next.value);
+    deadline.received(next.value.byteLength);
+  }
+  return new TextDecoder().decode(Buffer.concat(chunks));
 }
 
 // The Content-Length of a body that fetch does not decompress, else undefined.

@@ -152,6 +152,7 @@ export async function runConnector(config: Config, logger: Logger, options: { on
       retryDelayMs: timings.retryDelayMs,
       timeoutMs: timings.citalidTimeoutMs,
       downloadTimeoutMs: timings.citalidDownloadTimeoutMs,
+      downloadIdleTimeoutMs: timings.citalidTimeoutMs,
       onProgress: downloads.onProgress,
     });
 

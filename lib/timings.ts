@@ -21,8 +21,9 @@ export interface Timings {
   /** Time a one-shot run waits for the platform at start-up before it fails, in milliseconds. @default 900000 */
   onceStartupTimeoutMs: number;
   /**
-   * Time allowed for the response headers of one Citalid request, and for
-   * the body of a response other than a download, in milliseconds. @default 30000
+   * Time allowed for the response headers of one Citalid request, for the
+   * body of a response other than a download, and between two chunks of a
+   * download's body, in milliseconds. @default 30000
    */
   citalidTimeoutMs: number;
   /** Time allowed for the body of one Citalid download, from its response headers, in milliseconds. @default 3600000 */

@@ -197,3 +197,38 @@ describe("CitalidClient.downloadVersion", () => {
     expect(error.message).toContain("20250105-1");
   });
 });
+
+describe("CitalidClient download idle timeout", () => {
+  const BODY = { type: "bundle", id: "bundle--1", objects: [] };
+  const HALF = Math.floor(JSON.stringify(BODY).length / 2);
+
+  function retryAttributes(): { attempt: number; reason: string }[] {
+    return lines
+      .map((line) => JSON.parse(line))
+      .filter((line) => line.message === "Citalid download failed, retrying")
+      .map((line) => line.attributes);
+  }
+
+  test("stalled body is retried", async () => {
+    citalid.inject("20250105-1", { kind: "stall", times: 1 });
+
+    const download = await client({ timeoutMs: 200, downloadTimeoutMs: 60_000 }).downloadVersion("20250105-1");
+
+    expect(download.json).toEqual(BODY);
+    expect(citalid.counts.downloads["20250105-1"]).toBe(2);
+    expect(retryAttributes().map((attributes) => attributes.reason)).toEqual([`no data for 200 ms after byte ${HALF}`]);
+  });
+
+  test("gives up on a body always stalled", async () => {
+    citalid.inject("20250105-1", { kind: "stall" });
+
+    const error = await client({ timeoutMs: 5000, downloadIdleTimeoutMs: 200, downloadTimeoutMs: 60_000, retryLimit: 1 })
+      .downloadVersion("20250105-1")
+      .catch((caught) => caught);
+
+    expect(error).toBeInstanceOf(CitalidError);
+    expect(error.message).toContain(`no data for 200 ms after byte ${HALF}`);
+    expect(error.message).toContain("after 2 attempts");
+    expect(citalid.counts.downloads["20250105-1"]).toBe(2);
+  });
+});

@@ -5,7 +5,7 @@
 import { afterEach, beforeEach, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { CITALID_VERSIONS_PATH, type CitalidFault, type CitalidFaultTarget } from "./fakes/citalid.ts";
 import { type ConnectorProcess, type LogLine, runConnectorOnce, startConnector, TEST_SECRETS } from "./helpers/connector.ts";
-import { type Scenario, seedState, smallVersions, startScenario, waitFor } from "./helpers/scenario.ts";
+import { type Scenario, seedState, smallBundle, smallVersions, startScenario, waitFor } from "./helpers/scenario.ts";
 import { secretForms } from "./helpers/secrets.ts";
 
 const IDS = ["20250101", "20250105", "20250110"];
@@ -239,6 +239,39 @@ describe("transient fault", () => {
     expect(scenario.opencti.works.length).toBe(1);
     expect(scenario.opencti.works[0]!.errors).toEqual([]);
     expect(scenario.opencti.pushes.length).toBe(3);
+  });
+});
+
+describe("download idle timeout", () => {
+  // The idle limit is CONNECTOR_CITALID_TIMEOUT_MS, and the total limit is a minute.
+  const IDLE = { CONNECTOR_CITALID_TIMEOUT_MS: "300", CONNECTOR_CITALID_DOWNLOAD_TIMEOUT_MS: "60000" };
+
+  test("stall after half the body is retried", async () => {
+    const half = Math.floor(Buffer.byteLength(JSON.stringify(smallBundle("20250105"))) / 2);
+    scenario.citalid.inject("20250105", { kind: "stall", times: 1 });
+
+    const run = await runConnectorOnce(env(IDLE));
+
+    expect(run.code).toBe(0);
+    expect(retries(run).length).toBe(1);
+    expect(retries(run)[0]!.message).toBe("Citalid download failed, retrying");
+    expect(retries(run)[0]!.attributes?.reason).toBe(`no data for 300 ms after byte ${half}`);
+    expect(scenario.citalid.counts.downloads["20250105"]).toBe(2);
+    expect(scenario.platformState()?.last_loaded_bundle_id).toBe("20250110");
+    expect(scenario.opencti.works[0]!.errors).toEqual([]);
+  });
+
+  test("steady trickle is not cut", async () => {
+    const size = Buffer.byteLength(JSON.stringify(smallBundle("20250105")));
+    // Ten pieces 100 ms apart: the body takes over three idle limits in all.
+    scenario.citalid.inject("20250105", { kind: "trickle", chunkBytes: Math.ceil(size / 10), intervalMs: 100, times: 1 });
+
+    const run = await runConnectorOnce(env(IDLE));
+
+    expect(run.code).toBe(0);
+    expect(retries(run)).toEqual([]);
+    expect(scenario.citalid.counts.downloads["20250105"]).toBe(1);
+    expect(scenario.platformState()?.last_loaded_bundle_id).toBe("20250110");
   });
 });
 
