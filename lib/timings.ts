@@ -65,10 +65,13 @@ export const TIMING_VARIABLES = {
   CONNECTOR_PROGRESS_INTERVAL_MS: "progressIntervalMs",
 } as const satisfies Record<string, keyof Timings>;
 
+// The longest delay of setTimeout and of ky's timeout option, 2^31 - 1 ms.
+const MAX_TIMER_MS = 2_147_483_647;
+
 /**
  * Reads the timing overrides of {@linkcode TIMING_VARIABLES}, in
  * milliseconds. An empty value counts as unset. Raises FatalError on a
- * value that is not a whole number above 0.
+ * value that is not a whole number from 1 to 2147483647.
  */
 export function timingsFromEnv(env: Record<string, string | undefined>): Partial<Timings> {
   const timings: Partial<Timings> = {};
@@ -80,6 +83,9 @@ export function timingsFromEnv(env: Record<string, string | undefined>): Partial
     const value = Number(raw);
     if (!Number.isInteger(value) || value <= 0) {
       throw new FatalError(`${name} is "${raw}": use a whole number of milliseconds above 0`);
+    }
+    if (value > MAX_TIMER_MS) {
+      throw new FatalError(`${name} is "${raw}": use at most ${MAX_TIMER_MS} milliseconds (about 24.8 days), the longest timer`);
     }
     timings[key] = value;
   }

@@ -43,6 +43,13 @@ describe("timingsFromEnv", () => {
     );
   });
 
+  test("value over the longest timer is rejected", () => {
+    expect(timingsFromEnv({ CONNECTOR_CITALID_TIMEOUT_MS: "2147483647" })).toEqual({ citalidTimeoutMs: 2_147_483_647 });
+    expect(() => timingsFromEnv({ CONNECTOR_CITALID_TIMEOUT_MS: "1e12" })).toThrow(
+      'CONNECTOR_CITALID_TIMEOUT_MS is "1e12": use at most 2147483647 milliseconds (about 24.8 days), the longest timer',
+    );
+  });
+
   test("retry delay also shortens the start-up wait", () => {
     expect(timingsFromEnv({ CONNECTOR_RETRY_DELAY_MS: "20" })).toEqual({ retryDelayMs: 20, startupMaxDelayMs: 160 });
   });
