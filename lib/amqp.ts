@@ -433,7 +433,7 @@ export function createAmqpSender(options: AmqpSenderOptions): AmqpSender {
       }
 
       const delayMs = retryDelayMs * 2 ** attempt;
-      logger.error("RabbitMQ did not accept messages, retrying", {
+      logger.warn("RabbitMQ did not accept messages, retrying", {
         work_id: context.workId,
         version_id: context.versionId,
         messages: failures.length,

@@ -529,6 +529,7 @@ describeWithBroker("createAmqpSender", () => {
     expect(error.message).toContain("after 2 retries");
     expect(error.message).toContain(push.routingKey);
     expect(retries.length).toBe(2);
+    expect(retries.every((line) => line.level === "WARNING")).toBe(true);
     expect(expectations.length).toBe(1);
     expect(closed.length).toBe(1);
     expect(closed[0]!.workId).toBe("work-1");
