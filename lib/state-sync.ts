@@ -1,6 +1,6 @@
 import type { Logger } from "./log.ts";
 import type { Pinger } from "./ping.ts";
-import { type ConnectorState, type StateFile, parseState, serializeState } from "./state.ts";
+import { type ConnectorState, type StateFile, isSameState, parseState, serializeState } from "./state.ts";
 
 /**
  * Keeps the connector state in step in three places: memory, the state file
@@ -65,8 +65,7 @@ export class StateSync {
 
   /** Returns true when two serialised states mean the same state. */
   sameState(a: string | null, b: string): boolean {
-    const quiet = silent(this.#logger);
-    return serializeState(parseState(a, "platform state", quiet)) === serializeState(parseState(b, "local state", quiet));
+    return isSameState(a, b);
   }
 
   /** Adopts the state the platform returned, after a reset from the OpenCTI UI. */
@@ -83,8 +82,4 @@ export class StateSync {
       listener();
     }
   }
-}
-
-function silent(logger: Logger): Logger {
-  return { ...logger, warn: () => {}, info: () => {}, debug: () => {} };
 }

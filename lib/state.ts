@@ -61,6 +61,25 @@ function stateProblem(value: unknown): string | undefined {
   return undefined;
 }
 
+/**
+ * Returns true when two serialised states (the platform's `connector_state`
+ * or a state as sent) mean the same state. Invalid ones count as no state.
+ */
+export function isSameState(a: string | null, b: string | null): boolean {
+  return serializeState(parseState(a, "first state", QUIET)) === serializeState(parseState(b, "second state", QUIET));
+}
+
+// A logger that prints nothing, for comparisons that must not warn.
+const QUIET: Logger = {
+  debug: () => {},
+  info: () => {},
+  warn: () => {},
+  error: () => {},
+  addSecrets: () => {},
+  setLevel: () => {},
+  mask: (text) => text,
+};
+
 /** Serialises a state the way it is stored and sent: `"null"` for no state, as pycti does. */
 export function serializeState(state: ConnectorState | undefined): string {
   if (state === undefined) {
