@@ -1,10 +1,13 @@
 import { parseArgs } from "node:util";
+import { hasDatePrefix } from "./versions.ts";
 
 /** Parsed command line. */
 export interface CommandLine {
   configPath?: string;
   once: boolean;
   check: boolean;
+  /** Version id of `--set-state`, checked to start with a real `YYYYMMDD` date. */
+  setState?: string;
   version: boolean;
   help: boolean;
 }
@@ -30,15 +33,45 @@ Options:
   --check        Check the settings, the Citalid login and version list, and
                  the OpenCTI URL, token and version; print a report and exit
                  0 when all pass, 1 otherwise. Imports nothing.
+  --set-state ID
+                 Set the connector state to Citalid version ID, such as
+                 20250105-2, on the platform and in the state file, and exit.
+                 The next run imports the versions after ID, so this skips a
+                 version that cannot be imported. Imports nothing; refused
+                 while a connector uses the state file. Exits 0 on success,
+                 1 when the platform cannot be reached (nothing is changed).
   --version      Print the connector's version and exit.
   --help         Print this text and exit.
 
-Exit codes: 0 success, 1 failed run or check, 2 invalid settings or command
-line, or a problem a restart cannot fix (wrong OpenCTI URL or token).
+Exit codes: 0 success, 1 failed run, check or --set-state, 2 invalid settings
+or command line, or a problem a restart cannot fix (wrong OpenCTI URL or
+token, a state file in use).
 `;
 
-/** Parses the command line. Raises UsageError on an unknown option or a missing value. */
+/**
+ * Parses the command line. Raises UsageError on an unknown option, a missing
+ * value, a `--set-state` id without a real `YYYYMMDD` date, or `--set-state`
+ * with `--once` or `--check`.
+ */
 export function parseCommandLine(argv: string[]): CommandLine {
+  const commandLine = parseOptions(argv);
+
+  const { setState } = commandLine;
+  if (setState !== undefined && !hasDatePrefix(setState)) {
+    throw new UsageError(
+      `--set-state is ${JSON.stringify(setState)}: expected a Citalid version id that starts with a real date YYYYMMDD, such as 20250105 or 20250105-2. ` +
+        "To clear the state instead, reset it on the connector's page in the OpenCTI UI.",
+    );
+  }
+  if (setState !== undefined && (commandLine.once || commandLine.check)) {
+    throw new UsageError(
+      `--set-state cannot be combined with ${commandLine.once ? "--once" : "--check"}: it sets the state and exits. Run the two commands one after the other.`,
+    );
+  }
+  return commandLine;
+}
+
+function parseOptions(argv: string[]): CommandLine {
   try {
     const { values } = parseArgs({
       args: argv,
@@ -46,6 +79,7 @@ export function parseCommandLine(argv: string[]): CommandLine {
         config: { type: "string" },
         once: { type: "boolean", default: false },
         check: { type: "boolean", default: false },
+        "set-state": { type: "string" },
         version: { type: "boolean", default: false },
         help: { type: "boolean", short: "h", default: false },
       },
@@ -56,6 +90,7 @@ export function parseCommandLine(argv: string[]): CommandLine {
       configPath: values.config,
       once: values.once ?? false,
       check: values.check ?? false,
+      setState: values["set-state"],
       version: values.version ?? false,
       help: values.help ?? false,
     };

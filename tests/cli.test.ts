@@ -28,6 +28,8 @@ describe("parseCommandLine", () => {
     [["--help"], { help: true }],
     [["-h"], { help: true }],
     [["--config", "c.yml", "--once", "--check"], { configPath: "c.yml", once: true, check: true }],
+    [["--set-state", "20250105"], { setState: "20250105" }],
+    [["--set-state=20250105-2", "--config", "c.yml"], { setState: "20250105-2", configPath: "c.yml" }],
   ];
 
   for (const [argv, expected] of cases) {
@@ -43,6 +45,7 @@ describe("parseCommandLine", () => {
     ["--config without a value", ["--config"], "--config"],
     ["--config followed by an option", ["--config", "--once"], "--config"],
     ["a value for --once", ["--once=yes"], "--once"],
+    ["--set-state without a value", ["--set-state"], "--set-state"],
   ];
 
   for (const [name, argv, named] of invalid) {
@@ -55,6 +58,26 @@ describe("parseCommandLine", () => {
   }
 });
 
+describe("parseCommandLine --set-state", () => {
+  const badIds = ["none", "latest", "2025-01-05", "20251305", "20250230", "2025010"];
+
+  for (const id of badIds) {
+    test(`rejects id ${id}`, () => {
+      const error = usageErrorOf(() => parseCommandLine(["--set-state", id]));
+
+      expect(error.message).toContain(`--set-state is "${id}": expected a Citalid version id that starts with a real date YYYYMMDD`);
+    });
+  }
+
+  for (const other of ["--once", "--check"]) {
+    test(`rejects ${other} with it`, () => {
+      const error = usageErrorOf(() => parseCommandLine(["--set-state", "20250105", other]));
+
+      expect(error.message).toContain(`--set-state cannot be combined with ${other}`);
+    });
+  }
+});
+
 describe("HELP", () => {
   const options = ["--config PATH", "--once", "--check", "--version", "--help"];
 
@@ -63,4 +86,8 @@ describe("HELP", () => {
       expect(HELP).toContain(`  ${option} `);
     });
   }
+
+  test("lists --set-state", () => {
+    expect(HELP).toContain("  --set-state ID\n");
+  });
 });
