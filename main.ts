@@ -1,7 +1,8 @@
 #!/usr/bin/env bun
 /**
  * Entry point of the Citalid connector: reads the command line and the
- * settings, then hands over to the connector's run loop or to the check.
+ * settings, then hands over to the connector's run loop, to the check or
+ * to the setting of the state.
  */
 import { dirname } from "node:path";
 import { runCheck } from "./lib/check.ts";
@@ -11,8 +12,9 @@ import { EXIT, runConnector } from "./lib/connector.ts";
 import { FatalError } from "./lib/errors.ts";
 import { createLogger } from "./lib/log.ts";
 import { configureProgress, stderrProgressTerminal } from "./lib/progress.ts";
+import { runSetState } from "./lib/set-state.ts";
 import { StateFileError } from "./lib/state.ts";
-import { timingsFromEnv } from "./lib/timings.ts";
+import { DEFAULT_TIMINGS, timingsFromEnv } from "./lib/timings.ts";
 import { CONNECTOR_VERSION } from "./lib/version.ts";
 
 async function main(argv: string[]): Promise<number> {
@@ -80,6 +82,9 @@ async function main(argv: string[]): Promise<number> {
 
   if (commandLine.check) {
     return runCheck(config, logger, { source: loaded.source });
+  }
+  if (commandLine.setState !== undefined) {
+    return runSetState(config, logger, commandLine.setState, { retryDelayMs: timings.retryDelayMs ?? DEFAULT_TIMINGS.retryDelayMs });
   }
 
   try {
