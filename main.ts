@@ -2,7 +2,7 @@
 /**
  * Entry point of the Citalid connector: reads the command line and the
  * settings, then hands over to the connector's run loop, to the check or
- * to the setting of the state.
+ * to `--set-state`.
  */
 import { dirname } from "node:path";
 import { runCheck } from "./lib/check.ts";

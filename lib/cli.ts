@@ -37,7 +37,7 @@ Options:
                  Set the connector state to Citalid version ID, such as
                  20250105-2, on the platform and in the state file, and exit.
                  The next run imports the versions after ID, so this skips a
-                 version that cannot be imported. Imports nothing; refused
+                 version that cannot be imported. Imports nothing, and fails
                  while a connector uses the state file. Exits 0 on success,
                  1 when the platform cannot be reached (nothing is changed).
   --version      Print the connector's version and exit.

@@ -16,11 +16,11 @@ export interface SetStateOptions {
   retryDelayMs: Timings["retryDelayMs"];
   /** Writes one line of the report. @default a line on stdout */
   write?: (line: string) => void;
-  /** Day against which a version id dated in the future is refused. @default now */
+  /** Day against which a version id dated in the future is rejected. @default now */
   today?: Date;
 }
 
-// One retry and short timeouts, as for --check: an operator waits for the answer.
+// One retry and short timeouts, as for --check, because an operator waits for the result.
 const SET_STATE_RETRY_LIMIT = 1;
 const SET_STATE_TIMEOUT_MS = 30_000;
 
@@ -39,10 +39,10 @@ const PING_ATTEMPTS = 2;
  * Prints the previous and new states on stdout. Each request gets one retry
  * and a timeout of 30 s per attempt.
  *
- * Resolves with 0 on success; 1 when the platform cannot be reached or keeps
- * its own state (nothing is changed); 2 when the id is dated after tomorrow,
- * the state file cannot be used or is in use by a running connector, or the
- * platform rejects the token.
+ * Resolves with 0 on success. Resolves with 1, and changes nothing, when the
+ * platform cannot be reached or keeps its own state. Resolves with 2 when
+ * the id is dated after tomorrow, when the state file cannot be used or is
+ * in use by a running connector, or when the platform rejects the token.
  */
 export async function runSetState(config: Config, logger: Logger, versionId: string, options: SetStateOptions): Promise<number> {
   const write = options.write ?? ((line: string) => process.stdout.write(line + "\n"));
@@ -59,15 +59,17 @@ export async function runSetState(config: Config, logger: Logger, versionId: str
   try {
     file.open();
   } catch (error) {
-    if (error instanceof StateFileError) {
-      logger.error(error.message, { state_file: file.path });
-      return 2;
-    }
-    throw error;
+    return stateFileFailure(error, file, logger);
   }
 
   try {
-    const local = file.read();
+    let local: ConnectorState | undefined;
+    try {
+      local = file.read();
+    } catch (error) {
+      return stateFileFailure(error, file, logger);
+    }
+
     const opencti = new OpenCTIClient({
       url: config.opencti.url,
       token: config.opencti.token,
@@ -95,11 +97,11 @@ export async function runSetState(config: Config, logger: Logger, versionId: str
       remote = parseState(registration.connectorState, "connector state stored on the platform", logger);
       next = { ...(remote ?? local), last_loaded_bundle_id: versionId };
 
-      const kept = await sendState(opencti, config, logger, next);
-      if (kept !== undefined) {
+      const storedState = await sendState(opencti, config, logger, next);
+      if (storedState !== undefined) {
         logger.error(
           "The platform kept its own connector state instead of the one sent, so the state file was left as it was: run --set-state again, and stop any other process with this CONNECTOR_ID",
-          { connector_id: connectorId, sent: serializeState(next), platform_state: kept },
+          { connector_id: connectorId, sent: serializeState(next), platform_state: storedState },
         );
         return 1;
       }
@@ -116,20 +118,26 @@ export async function runSetState(config: Config, logger: Logger, versionId: str
       last_loaded_bundle_id: versionId,
       state_file: file.path,
     });
-    write(`Previous state on the platform (connector ${connectorId}): ${describe(remote)}`);
-    write(`Previous state in ${file.path}: ${describe(local)}`);
-    write(`New state, sent to the platform and written to the file: ${serializeState(next)}`);
-    write(`The next run imports the Citalid versions after ${versionId}, the first one after it first.`);
+    const report = [
+      `Previous state on the platform (connector ${connectorId}): ${describe(remote)}`,
+      `Previous state in ${file.path}: ${describe(local)}`,
+      `New state, sent to the platform and written to the file: ${serializeState(next)}`,
+      `The next run starts with the first Citalid version after ${versionId}.`,
+    ];
+    for (const line of report) {
+      write(logger.mask(line));
+    }
     return 0;
   } finally {
     file.close();
   }
 }
 
-// Pings the platform with the new state until it stores it. Returns undefined
-// once it does, else the state it kept. Raises the error of a failed ping.
+// Pings the platform with the new state, up to PING_ATTEMPTS times, until it
+// stores it. Returns undefined once it does, else the state it still stores.
+// Raises the error of a failed ping.
 async function sendState(opencti: OpenCTIClient, config: Config, logger: Logger, state: ConnectorState): Promise<string | null | undefined> {
-  let kept: string | null | undefined;
+  let storedState: string | null | undefined;
   const pinger = new Pinger({
     opencti,
     connectorId: config.connector.id,
@@ -145,22 +153,22 @@ async function sendState(opencti: OpenCTIClient, config: Config, logger: Logger,
     }),
     sameState: isSameState,
     onRemoteState: (remote) => {
-      kept = remote;
+      storedState = remote;
     },
   });
 
   for (let attempt = 1; attempt <= PING_ATTEMPTS; attempt++) {
-    kept = undefined;
+    storedState = undefined;
     await pinger.ping();
-    if (kept === undefined) {
+    if (storedState === undefined) {
       return undefined;
     }
   }
-  return kept;
+  return storedState;
 }
 
-// Logs why the platform could not take the state. A rejected token or
-// request is exit code 2, as at start-up; anything else is 1.
+// Logs why the platform could not store the state. A rejected token or
+// request is exit code 2, as at start-up. Any other failure is 1.
 function platformFailure(error: unknown, config: Config, logger: Logger): number {
   const reason = error instanceof Error ? error.message : String(error);
   const fatal = error instanceof OpenCTIError && !error.retryable;
@@ -171,6 +179,15 @@ function platformFailure(error: unknown, config: Config, logger: Logger): number
     { connector_id: config.connector.id, state_file: config.connector.stateFile },
   );
   return fatal ? 2 : 1;
+}
+
+// Logs a state file that cannot be used and returns exit code 2, as at start-up.
+function stateFileFailure(error: unknown, file: StateFile, logger: Logger): number {
+  if (!(error instanceof StateFileError)) {
+    throw error;
+  }
+  logger.error(error.message, { state_file: file.path });
+  return 2;
 }
 
 function describe(state: ConnectorState | undefined): string {

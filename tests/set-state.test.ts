@@ -83,7 +83,7 @@ describe("--set-state", () => {
     expect(lines[0]).toBe(`Previous state on the platform (connector ${CONNECTOR_ID}): ${JSON.stringify(OLD_STATE)}`);
     expect(lines[1]).toBe(`Previous state in ${statePath}: ${JSON.stringify(OLD_STATE)}`);
     expect(lines[2]).toContain('"last_loaded_bundle_id":"20250105-2"');
-    expect(lines[3]).toContain("versions after 20250105-2");
+    expect(lines[3]).toBe("The next run starts with the first Citalid version after 20250105-2.");
   });
 
   test("imports nothing", async () => {
@@ -130,7 +130,7 @@ describe("--set-state", () => {
   });
 });
 
-describe("--set-state refused", () => {
+describe("--set-state rejected", () => {
   test("invalid id exits 2", async () => {
     const text = seedOldState();
 
