@@ -67,7 +67,12 @@ export async function runConnector(config: Config, logger: Logger, options: { on
   file.open();
 
   const shutdown = new Shutdown(logger, timings.shutdownGraceMs);
-  shutdown.releaseLock = () => file.close();
+  shutdown.releaseLock = () => {
+    // Without this time, the next start would take the pings sent until
+    // this exit for those of another process with this connector id.
+    file.touch();
+    file.close();
+  };
   let sender: BundleSender | undefined;
   let pinger: Pinger | undefined;
   let metricsServer: MetricsServer | undefined;
@@ -452,7 +457,7 @@ class Shutdown {
   requested = false;
   /** Closes the work of the run under way; called before a forced exit. */
   beforeForcedExit: (() => Promise<void>) | undefined;
-  /** Releases the state file lock; called before any forced exit. */
+  /** Records the exit time on the state file and releases its lock; called before any forced exit. */
   releaseLock: (() => void) | undefined;
   readonly #handler = (signal: NodeJS.Signals) => this.#onSignal(signal);
 
@@ -501,10 +506,21 @@ class Shutdown {
     clearTimeout(this.#graceTimer);
   }
 
+  // Runs releaseLock without raising, so that the exit that follows happens.
+  #releaseLock(): void {
+    try {
+      this.releaseLock?.();
+    } catch (error) {
+      this.#logger.warn("Could not record the exit on the state file or release its lock; the next start removes the lock as stale", {
+        reason: error instanceof Error ? error.message : String(error),
+      });
+    }
+  }
+
   #onSignal(signal: NodeJS.Signals): void {
     if (this.requested) {
       this.#logger.warn("Second signal received, exiting at once", { signal });
-      this.releaseLock?.();
+      this.#releaseLock();
       process.exit(EXIT.failed);
     }
     this.requested = true;
@@ -520,7 +536,7 @@ class Shutdown {
       // The work is closed and the lock released, each within a short time,
       // so that neither is left behind by this exit.
       await Promise.race([this.beforeForcedExit?.().catch(() => {}), Bun.sleep(800)]);
-      this.releaseLock?.();
+      this.#releaseLock();
       process.exit(EXIT.ok);
     }, this.#graceMs);
     this.#graceTimer.unref?.();

@@ -23,7 +23,8 @@ export interface ConnectorIdCheckOptions {
  * before `registerConnector`, which moves `updated_at` itself.
  *
  * Every ping and registration moves the platform's `updated_at`, and this
- * connector touches its state file when it stops. So an `updated_at` less
+ * connector touches its state file when it stops, after its last ping, also
+ * when the grace time or a second signal ends it. So an `updated_at` less
  * than 5 minutes old, and more than 5 s later than the state file's mtime,
  * came from another process, unless the last process of this host crashed
  * (a stale lock) while it was pinging. A missing state file counts as never

@@ -3,7 +3,7 @@
  * misbehaves around a run.
  */
 import { afterEach, beforeEach, describe, expect, setDefaultTimeout, test } from "bun:test";
-import { existsSync } from "node:fs";
+import { existsSync, utimesSync } from "node:fs";
 import { runConnectorOnce, startConnector } from "./helpers/connector.ts";
 import { type Scenario, smallVersions, startScenario, waitFor } from "./helpers/scenario.ts";
 
@@ -115,5 +115,30 @@ describe("shutdown past the grace time", () => {
 
     expect(code).toBe(1);
     expect(existsSync(`${scenario.statePath}.lock`)).toBe(false);
+  });
+
+  test.each([
+    ["the grace time", "500", 1, 0],
+    ["a second signal", "20000", 2, 1],
+  ])("restart after %s does not warn of another process", async (_name, graceMs, signals, exitCode) => {
+    scenario.opencti.inject("stixBundlePush", { kind: "delay", delayMs: 20_000 });
+    const connector = startConnector(scenario.env({ CONNECTOR_SHUTDOWN_GRACE_MS: graceMs }), []);
+    await waitFor(() => scenario.opencti.works.length === 1, "a work");
+    // As in a long push: the pings go on well after the last state file write.
+    const minuteAgo = new Date(Date.now() - 60_000);
+    utimesSync(scenario.statePath, minuteAgo, minuteAgo);
+    const pings = scenario.opencti.pings.length;
+    await waitFor(() => scenario.opencti.pings.length > pings, "a ping after the state file write");
+
+    for (let sent = 0; sent < signals; sent++) {
+      connector.proc.kill("SIGTERM");
+      await connector.waitForLog("Preparing connector for clean shutdown");
+    }
+    expect(await connector.exited).toBe(exitCode);
+    scenario.opencti.clearFaults();
+    const restart = await runConnectorOnce(scenario.env());
+
+    expect(restart.code).toBe(0);
+    expect(restart.logs().some((line) => line.message.startsWith("Another process seems to be running"))).toBe(false);
   });
 });
