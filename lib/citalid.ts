@@ -1,6 +1,6 @@
 import { type KyInstance, isHTTPError, isTimeoutError } from "ky";
 import { BodyDeadline } from "./body-deadline.ts";
-import { CitalidAuthError, CitalidError, excerpt } from "./errors.ts";
+import { CitalidAuthError, CitalidError, DownloadAbortedError, excerpt } from "./errors.ts";
 import { createHttp, describeHttpFailure, describeTlsError, isTransientNetworkError, tlsProblem } from "./http.ts";
 import type { Logger } from "./log.ts";
 import { reportBodyProgress } from "./progress.ts";
@@ -195,16 +195,35 @@ export class CitalidClient {
    * Returns the sink's result and the body's size in bytes. Raises
    * CitalidError, or an error of the sink other than JsonScanError (such as
    * a failed write) unchanged.
+   *
+   * Once `options.signal` is aborted, the request, the body or the wait
+   * before a retry under way stops at once and DownloadAbortedError is
+   * raised. The caller then drops what the sink contains.
    */
-  async downloadVersionTo<T>(versionId: string, sink: DownloadSink<T>): Promise<{ result: T; bytes: number }> {
+  async downloadVersionTo<T>(versionId: string, sink: DownloadSink<T>, options: { signal?: AbortSignal } = {}): Promise<{ result: T; bytes: number }> {
+    const stop = options.signal;
+    try {
+      return await this.#download(versionId, sink, stop);
+    } catch (error) {
+      if (stop?.aborted) {
+        throw new DownloadAbortedError(versionId, { cause: error });
+      }
+      throw error;
+    }
+  }
+
+  // Runs the attempts of downloadVersionTo. `stop` aborts each request and each wait.
+  async #download<T>(versionId: string, sink: DownloadSink<T>, stop: AbortSignal | undefined): Promise<{ result: T; bytes: number }> {
     const path = `${API_PATH}/stix-bundles/versions/${encodeURIComponent(versionId)}/download/`;
     const action = `download Citalid version ${versionId}`;
     const attempts = (this.#options.retryLimit ?? 4) + 1;
     const bodyTimeoutMs = this.#options.downloadTimeoutMs ?? 3_600_000;
 
     for (let attempt = 1; ; attempt++) {
+      stop?.throwIfAborted();
       const controller = new AbortController();
-      const response = await this.#call(path, action, versionId, controller.signal);
+      const signal = stop ? AbortSignal.any([controller.signal, stop]) : controller.signal;
+      const response = await this.#call(path, action, versionId, signal);
       const deadline = new BodyDeadline(controller, bodyTimeoutMs, this.#downloadIdleTimeoutMs());
       const onProgress = this.#options.onProgress;
       const body = onProgress ? reportBodyProgress(response, (bytes, total) => onProgress(versionId, bytes, total)) : response;
@@ -218,10 +237,11 @@ export class CitalidClient {
         return { result: outcome.result, bytes: outcome.bytes };
       }
 
+      stop?.throwIfAborted();
       const reason = deadline.reason ?? outcome.reason;
       if (attempt < attempts) {
         this.#logBodyRetry(path, versionId, attempt, attempts, reason);
-        await sleep(this.#retryDelay(attempt));
+        await sleep(this.#retryDelay(attempt), stop);
         continue;
       }
       if (outcome.notJson && deadline.reason === undefined) {
@@ -503,6 +523,18 @@ function describeJson(value: unknown): string {
   return `a ${typeof value}`;
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
+// Waits `ms` milliseconds, or less when `signal` is aborted meanwhile.
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  if (signal?.aborted) {
+    return Promise.resolve();
+  }
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener("abort", done, { once: true });
+  });
 }

@@ -185,6 +185,7 @@ export async function runConnector(config: Config, logger: Logger, options: { on
         connectorId: config.connector.id,
         spoolDir: config.connector.spoolDir,
         stopping: () => shutdown.requested,
+        abortDownload: shutdown.signal,
         unclosedWorks,
         onVersion: (report) => metrics?.versionImported(report),
         onWork: (workId) => {
@@ -454,6 +455,7 @@ class Shutdown {
   readonly #done: Promise<Error | string>;
   #sleepers = new Set<() => void>();
   #graceTimer: ReturnType<typeof setTimeout> | undefined;
+  readonly #abort = new AbortController();
   requested = false;
   /** Closes the work of the run under way; called before a forced exit. */
   beforeForcedExit: (() => Promise<void>) | undefined;
@@ -469,6 +471,11 @@ class Shutdown {
     });
     process.on("SIGTERM", this.#handler);
     process.on("SIGINT", this.#handler);
+  }
+
+  /** Signal aborted at the first SIGTERM or SIGINT, to stop a download under way. */
+  get signal(): AbortSignal {
+    return this.#abort.signal;
   }
 
   wait(): Promise<Error | string> {
@@ -529,6 +536,7 @@ class Shutdown {
       wake();
     }
     this.#resolve?.(signal);
+    this.#abort.abort();
     this.#graceTimer = setTimeout(async () => {
       this.#logger.warn("Shutdown took too long, exiting with the push under way unfinished", {
         grace_ms: this.#graceMs,

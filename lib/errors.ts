@@ -31,6 +31,17 @@ export class CitalidError extends RunError {
   }
 }
 
+/** Download of a version that a shutdown aborted. It is not a failure of Citalid. */
+export class DownloadAbortedError extends RunError {
+  override name = "DownloadAbortedError";
+  readonly versionId: string;
+
+  constructor(versionId: string, options: { cause?: unknown } = {}) {
+    super(`Download of Citalid version ${versionId} aborted by a shutdown`, { cause: options.cause });
+    this.versionId = versionId;
+  }
+}
+
 /** Citalid refused the user name and password. Retrying does not help. */
 export class CitalidAuthError extends CitalidError {
   override name = "CitalidAuthError";

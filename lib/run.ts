@@ -1,6 +1,6 @@
 import { AuthorReferences } from "./authors.ts";
 import type { CitalidClient } from "./citalid.ts";
-import { OpenCTIError } from "./errors.ts";
+import { DownloadAbortedError, OpenCTIError } from "./errors.ts";
 import type { Logger } from "./log.ts";
 import type { OpenCTIClient } from "./opencti.ts";
 import type { BundleSender, SendResult } from "./sender.ts";
@@ -41,6 +41,8 @@ export interface RunDependencies {
   spoolDir: string;
   /** Returns true once a shutdown was requested: the run stops after the push under way. */
   stopping: () => boolean;
+  /** Signal aborted when a shutdown is requested: a download under way stops at once, and the run with it. */
+  abortDownload?: AbortSignal;
   /** Called after each version is fully sent and stored. */
   onVersion?: (report: VersionReport) => void;
   /** Called once the run's work exists, with its id; and with undefined when the run ends. */
@@ -149,6 +151,9 @@ export async function runImport(deps: RunDependencies): Promise<RunOutcome> {
     logger.info("Connector successfully run", { work_id: workId, versions: reports.length });
     return { status: "completed", workId, versions: reports, pending };
   } catch (error) {
+    if (error instanceof DownloadAbortedError && workId) {
+      return await finishInterrupted(deps, workId, reports, pending, error.versionId);
+    }
     const failure = error instanceof Error ? error : new Error(String(error));
     const stored = state.state?.last_loaded_bundle_id ?? null;
     logger.error("Run failed", {
@@ -180,7 +185,7 @@ async function importVersion(
   const spool = new VersionSpool(deps.spoolDir, versionId);
   deps.logger.debug("Downloading the version into a spool file", { version_id: versionId, path: spool.file.path });
   try {
-    const download = await deps.citalid.downloadVersionTo(versionId, spool);
+    const download = await deps.citalid.downloadVersionTo(versionId, spool, { signal: deps.abortDownload });
     const version = prepareSpooledVersion(download.result, new SpoolReader(spool.file), versionId);
     await authors.resolve(version, versionId);
     const result = await deps.sender.sendSpooled(version, { workId, versionId, bundleId: version.bundleId });
@@ -190,9 +195,18 @@ async function importVersion(
   }
 }
 
-async function finishInterrupted(deps: RunDependencies, workId: string, reports: VersionReport[], pending: string[]): Promise<RunOutcome> {
-  const message = `Run interrupted by a shutdown after ${reports.length} of ${pending.length} version(s); the next run resumes after ${deps.state.state?.last_loaded_bundle_id ?? "no version"}`;
-  deps.logger.warn("Run interrupted by a shutdown", { work_id: workId, versions_done: reports.length });
+// Closes the work of a run that a shutdown stopped between two versions,
+// or during the download of `downloading`.
+async function finishInterrupted(
+  deps: RunDependencies,
+  workId: string,
+  reports: VersionReport[],
+  pending: string[],
+  downloading?: string,
+): Promise<RunOutcome> {
+  const during = downloading === undefined ? "" : ` during the download of version ${downloading},`;
+  const message = `Run interrupted by a shutdown${during} after ${reports.length} of ${pending.length} version(s); the next run resumes after ${deps.state.state?.last_loaded_bundle_id ?? "no version"}`;
+  deps.logger.warn("Run interrupted by a shutdown", { work_id: workId, versions_done: reports.length, downloading: downloading ?? null });
   await closeWork(deps, workId, message, false);
   return { status: "interrupted", workId, versions: reports, pending };
 }

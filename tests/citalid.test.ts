@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { CitalidClient } from "../lib/citalid.ts";
-import { CitalidAuthError, CitalidError } from "../lib/errors.ts";
+import { CitalidClient, type DownloadSink } from "../lib/citalid.ts";
+import { CitalidAuthError, CitalidError, DownloadAbortedError } from "../lib/errors.ts";
 import { type Logger, createLogger } from "../lib/log.ts";
 import { type FakeCitalid, startFakeCitalid } from "./fakes/citalid.ts";
 
@@ -230,5 +230,41 @@ describe("CitalidClient download idle timeout", () => {
     expect(error.message).toContain(`no data for 200 ms after byte ${HALF}`);
     expect(error.message).toContain("after 2 attempts");
     expect(citalid.counts.downloads["20250105-1"]).toBe(2);
+  });
+});
+
+describe("CitalidClient.downloadVersionTo", () => {
+  // A sink that discards the body, because these cases check only how the download ends.
+  const sink: DownloadSink<void> = { begin() {}, write() {}, end() {}, head: () => "" };
+
+  test("abort during the retry wait raises DownloadAbortedError", async () => {
+    citalid.inject("20250105-1", { kind: "truncate" });
+    const stop = new AbortController();
+    const watched = createLogger({
+      level: "debug",
+      write: (line) => {
+        if (line.includes("Citalid download failed, retrying")) {
+          stop.abort();
+        }
+      },
+    });
+
+    // A retry wait of 60 s that the abort did not cut short would time the test out.
+    const error = await client({ logger: watched, retryDelayMs: 60_000 })
+      .downloadVersionTo("20250105-1", sink, { signal: stop.signal })
+      .catch((caught) => caught);
+
+    expect(error).toBeInstanceOf(DownloadAbortedError);
+    expect(error.versionId).toBe("20250105-1");
+    expect(citalid.counts.downloads["20250105-1"]).toBe(1);
+  });
+
+  test("signal aborted before the call sends nothing", async () => {
+    const error = await client()
+      .downloadVersionTo("20250105-1", sink, { signal: AbortSignal.abort() })
+      .catch((caught) => caught);
+
+    expect(error).toBeInstanceOf(DownloadAbortedError);
+    expect(citalid.counts.downloads["20250105-1"]).toBeUndefined();
   });
 });

@@ -324,6 +324,36 @@ describe("SIGTERM", () => {
     expect(connector.logs().some((line) => line.message.startsWith("Shutdown took too long"))).toBe(false);
   });
 
+  test.each([
+    ["slow reply", { kind: "slow", delayMs: HOLD_MS, times: 1 }, "SIGTERM"],
+    ["stalled body", { kind: "stall", times: 1 }, "SIGINT"],
+  ] as const)("during a download with a %s aborts it", async (_name, fault, signal) => {
+    const graceMs = 5000;
+    scenario.citalid.inject(IDS[1]!, fault);
+    const connector = startConnector(scenario.env({ CONNECTOR_SHUTDOWN_GRACE_MS: String(graceMs) }));
+    await waitFor(() => scenario.citalid.counts.downloads[IDS[1]!] === 1, "the second download");
+    await Bun.sleep(200);
+
+    const signalled = Date.now();
+    connector.proc.kill(signal);
+    const code = await connector.exited;
+
+    // An upper bound with a wide margin: without the abort, the exit comes after the grace time.
+    expect(Date.now() - signalled).toBeLessThan(graceMs);
+    expect(code).toBe(0);
+    expect(connector.logs().some((line) => line.message.startsWith("Shutdown took too long"))).toBe(false);
+    const work = scenario.opencti.works[0]!;
+    expect(work.status).toBe("complete");
+    expect(work.errors).toEqual([]);
+    expect(work.messages.at(-1)?.message).toContain(`during the download of version ${IDS[1]}`);
+    expect(work.messages.at(-1)?.message).toContain(`the next run resumes after ${IDS[0]}`);
+    expect(readdirSync(scenario.stateDir).filter((name) => name.endsWith(".spool"))).toEqual([]);
+    expect(scenario.fileState()?.last_loaded_bundle_id).toBe(IDS[0]);
+    expect(scenario.platformState()?.last_loaded_bundle_id).toBe(IDS[0]);
+    expect(scenario.citalid.counts.downloads[IDS[2]!]).toBeUndefined();
+    expect(existsSync(`${scenario.statePath}.lock`)).toBe(false);
+  });
+
   test("during the sleep exits 0", async () => {
     const connector = startConnector(scenario.env({ CONNECTOR_DURATION_PERIOD: "PT24H" }), []);
     await connector.waitForLog("Schedule next run of connector");
