@@ -68,8 +68,8 @@ export async function runConnector(config: Config, logger: Logger, options: { on
 
   const shutdown = new Shutdown(logger, timings.shutdownGraceMs);
   shutdown.releaseLock = () => {
-    // Without this time, the next start would take the pings sent until
-    // this exit for those of another process with this connector id.
+    // The next start compares this time with the platform's last ping, so
+    // without it the pings sent up to this exit look like another process.
     file.touch();
     file.close();
   };
@@ -459,7 +459,7 @@ class Shutdown {
   requested = false;
   /** Closes the work of the run under way; called before a forced exit. */
   beforeForcedExit: (() => Promise<void>) | undefined;
-  /** Records the exit time on the state file and releases its lock; called before any forced exit. */
+  /** Records the exit time on the state file and releases its lock. Called before any forced exit. */
   releaseLock: (() => void) | undefined;
   readonly #handler = (signal: NodeJS.Signals) => this.#onSignal(signal);
 
@@ -518,7 +518,7 @@ class Shutdown {
     try {
       this.releaseLock?.();
     } catch (error) {
-      this.#logger.warn("Could not record the exit on the state file or release its lock; the next start removes the lock as stale", {
+      this.#logger.warn("Failed to touch the state file or release its lock before exiting; the next start removes the lock as stale", {
         reason: error instanceof Error ? error.message : String(error),
       });
     }
