@@ -33,6 +33,10 @@ export interface ConnectorIdCheckOptions {
  * NOTE: only the process that starts second warns, because the first one
  * saw no recent activity when it started.
  *
+ * NOTE: a ping that the platform handles after this process has exited,
+ * such as one under way at a forced exit while the platform was slow,
+ * also looks like another process, so the warning names that case.
+ *
  * Returns true when it warned.
  */
 export async function warnIfConnectorIdInUse(options: ConnectorIdCheckOptions): Promise<boolean> {
@@ -61,14 +65,17 @@ export async function warnIfConnectorIdInUse(options: ConnectorIdCheckOptions): 
     return false;
   }
 
+  const secondsAgo = Math.max(0, Math.round((now.getTime() - updatedAt.getTime()) / 1000));
   logger.warn(
-    "Another process seems to be running with this CONNECTOR_ID: the platform saw it within the last 5 minutes, " +
-      "after this connector last used its state file. Two processes with one id import every version twice and " +
-      "overwrite each other's state, so stop the other process, or give each deployment its own CONNECTOR_ID (uuidgen)",
+    `Another process seems to be running with this CONNECTOR_ID: the platform last saw this id at ${updatedAt.toISOString()} ` +
+      `(${secondsAgo} s ago), after this connector last used its state file (${lastUsed?.toISOString() ?? "never"}). ` +
+      "Two processes with one id import every version twice and overwrite each other's state, so stop the other process, " +
+      "or give each deployment its own CONNECTOR_ID (uuidgen). If no other process runs, the platform handled a request " +
+      "of this connector's previous run late, or this host's clock is more than 5 s behind the platform's",
     {
       connector_id: connectorId,
       platform_last_seen: updatedAt.toISOString(),
-      seconds_ago: Math.max(0, Math.round((now.getTime() - updatedAt.getTime()) / 1000)),
+      seconds_ago: secondsAgo,
       state_file: file.path,
       state_file_last_used: lastUsed?.toISOString() ?? null,
     },

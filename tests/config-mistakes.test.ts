@@ -423,6 +423,8 @@ describe("connector id", () => {
       const warning = findLog(second.logs(), ID_IN_USE);
       expect(warning?.level).toBe("WARNING");
       expect(warning?.message).toContain("give each deployment its own CONNECTOR_ID");
+      expect(warning?.message).toContain(`last saw this id at ${warning?.attributes?.platform_last_seen}`);
+      expect(warning?.message).toContain("this connector's previous run");
       expect(warning?.attributes?.connector_id).toBe(CONNECTOR_ID);
       expect(warning?.attributes?.state_file).toBe(join(secondDir, "state.json"));
       expect(warning?.attributes?.state_file_last_used).toBeNull();
