@@ -174,7 +174,7 @@ export async function runImport(deps: RunDependencies): Promise<RunOutcome> {
  * Downloads one version into a spool file, checks it, resolves its author
  * references and sends it. The spool file is removed when the send ends,
  * whether it succeeded or not. Returns the send's figures, the version's
- * object count with the author, and its size in bytes.
+ * count of distinct objects with the author, and its size in bytes.
  */
 async function importVersion(
   deps: RunDependencies,
@@ -187,9 +187,18 @@ async function importVersion(
   try {
     const download = await deps.citalid.downloadVersionTo(versionId, spool, { signal: deps.abortDownload });
     const version = prepareSpooledVersion(download.result, new SpoolReader(spool.file), versionId);
+    const repeated = version.repeatedIds();
+    if (repeated.count > 0) {
+      deps.logger.warn("Objects of the version repeat the id of an earlier object: each id is sent once, with its last copy", {
+        work_id: workId,
+        version_id: versionId,
+        repeated_objects: repeated.count,
+        first_repeated_id: repeated.firstId ?? null,
+      });
+    }
     await authors.resolve(version, versionId);
     const result = await deps.sender.sendSpooled(version, { workId, versionId, bundleId: version.bundleId });
-    return { result, objects: version.objectCount, bytes: download.bytes };
+    return { result, objects: version.objectCount - repeated.count, bytes: download.bytes };
   } finally {
     spool.remove();
   }

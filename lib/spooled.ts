@@ -51,7 +51,12 @@ const AUTHOR_MEMBER_ESCAPES = 4;
  */
 export function prepareSpooledVersion(scan: ScannedBundle, reader: ByteRangeReader, versionId: string): SpooledVersion {
   if (scan.topKind !== JsonKind.object) {
-    const got = scan.topKind === JsonKind.array ? "an array" : scan.topKind === JsonKind.null ? "null" : typeofName(scan.topKind);
+    let got = typeofName(scan.topKind);
+    if (scan.topKind === JsonKind.array) {
+      got = "an array";
+    } else if (scan.topKind === JsonKind.null) {
+      got = "null";
+    }
     throw new BundleError(versionId, `expected a JSON object, got ${got}`);
   }
   if (scan.type !== "bundle") {
@@ -137,6 +142,25 @@ export class SpooledVersion {
   /** Objects of the version with the author identity: the length of `prepareVersion`'s objects. */
   get objectCount(): number {
     return this.items.length + 1;
+  }
+
+  /**
+   * Counts the items whose id an earlier item already has, and returns the
+   * first such id. Both protocols send each id once, with its last copy.
+   */
+  repeatedIds(): { count: number; firstId: string | undefined } {
+    const seen = new Uint8Array(this.scan.strings.length);
+    let count = 0;
+    let firstId: string | undefined;
+    for (let index = 0; index < this.items.length; index++) {
+      const id = this.scan.idOf[this.items[index]!]!;
+      if (seen[id] === 1) {
+        count++;
+        firstId ??= this.scan.strings[id];
+      }
+      seen[id] = 1;
+    }
+    return { count, firstId };
   }
 
   /** Returns the STIX id of an item. */

@@ -145,6 +145,23 @@ describe("listing fault", () => {
     expect(skipped?.attributes?.version_id).toBe("99991231");
   });
 
+  test("repeated ids warn and count once", async () => {
+    const bundle = smallBundle("20250101", 3);
+    const older = { ...bundle.objects[0]!, name: "older copy", modified: "2024-01-01T00:00:00.000Z" };
+    scenario.citalid.setVersions([{ id: "20250101", body: { ...bundle, objects: [...bundle.objects, older] } }]);
+
+    const run = await runConnectorOnce(env());
+
+    expect(run.code).toBe(0);
+    const warning = run.logs().find((line) => line.message.startsWith("Objects of the version repeat the id of an earlier object"));
+    expect(warning?.attributes?.repeated_objects).toBe(1);
+    expect(warning?.attributes?.first_repeated_id).toBe(bundle.objects[0]!.id);
+    const sent = run.logs().find((line) => line.message === "Version sent and stored as the connector state");
+    expect(sent?.attributes?.objects).toBe(4);
+    const pushed = scenario.opencti.pushes.flatMap((push) => push.bundle.objects).filter((object) => object.id === bundle.objects[0]!.id);
+    expect(pushed.map((object) => object.name)).toEqual(["older copy"]);
+  });
+
   test("empty list creates no work", async () => {
     seedState(scenario.opencti, { last_loaded_bundle_id: "20250101" });
     scenario.citalid.setVersions([]);
