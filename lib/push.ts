@@ -2,6 +2,7 @@
  * Pushes a spooled version through `stixBundlePush`, one request body at a
  * time, built while the previous request is in flight.
  */
+import { OpenCTIError } from "./errors.ts";
 import type { Logger } from "./log.ts";
 import { type ChunkPlan, PushRequestBuffer, type PushRequestFields, type SpooledVersion, planChunks, pushRequestEncoding } from "./spooled.ts";
 
@@ -70,12 +71,17 @@ export async function pushSpooledVersion(version: SpooledVersion, options: Spool
         bytes: plan.jsonBytes,
         request_bytes: plan.bytes,
       });
-      inFlight = options.send(body).then(() => {
-        result.objects += objects;
-        result.bytes += plan.jsonBytes;
-        result.requestBytes += plan.bytes;
-        options.onBundle?.(plan);
-      });
+      inFlight = options.send(body).then(
+        () => {
+          result.objects += objects;
+          result.bytes += plan.jsonBytes;
+          result.requestBytes += plan.bytes;
+          options.onBundle?.(plan);
+        },
+        (error: unknown) => {
+          throw withBundleContext(error, `bundle ${index + 1} (${plan.bundleId}, ${objects} objects) of version ${version.versionId}`);
+        },
+      );
       result.bundles++;
 
       // Let the HTTP client start the request before the next body is built.
@@ -91,4 +97,19 @@ export async function pushSpooledVersion(version: SpooledVersion, options: Spool
     await inFlight?.catch(() => {});
   }
   return result;
+}
+
+// Names the bundle in the message of a failed push, which otherwise names
+// only the platform's error. An OpenCTIError keeps its code and retry flag,
+// which the run reads.
+function withBundleContext(error: unknown, bundle: string): unknown {
+  if (!(error instanceof OpenCTIError)) {
+    return error;
+  }
+  return new OpenCTIError(`${error.message}, for ${bundle}`, {
+    code: error.code,
+    operation: error.operation,
+    cause: error,
+    retryable: error.retryable,
+  });
 }

@@ -191,6 +191,9 @@ describe("failed push", () => {
     expect(logsMatching(run, /OpenCTI request failed, retrying/)).toEqual([]);
     expect(scenario.opencti.operations.filter((operation) => operation.rootFields.includes("stixBundlePush")).length).toBe(2);
     expect(scenario.platformState()?.last_loaded_bundle_id).toBe("20250101");
+    const message = scenario.opencti.works[0]!.errors[0]!.message ?? "";
+    expect(message).toContain("OpenCTI stixBundlePush failed with UNSUPPORTED_ERROR");
+    expect(message).toMatch(/, for bundle 1 \(bundle--[0-9a-f-]+, \d+ objects\) of version 20250105/);
   });
 });
 
