@@ -113,14 +113,21 @@ export async function runImport(deps: RunDependencies): Promise<RunOutcome> {
 
       const started = performance.now();
       logger.info("Processing version", { work_id: workId, version_id: versionId });
-      const { result, objects, bytes } = await importVersion(deps, authors, versionId, workId);
-
-      if (state.generation !== generation) {
-        // The platform reset the state during the push: storing this
-        // version as loaded would skip the versions before it.
-        return await finishReset(deps, workId, reports, pending);
+      const { result, objects, bytes, spool } = await importVersion(deps, authors, versionId, workId);
+      try {
+        if (state.generation !== generation) {
+          // The platform reset the state during the push: storing this
+          // version as loaded would skip the versions before it.
+          return await finishReset(deps, workId, reports, pending);
+        }
+        await state.save({ ...state.state, last_loaded_bundle_id: versionId, last_run: isoSeconds(now()) });
+      } finally {
+        // The spool file goes only after the state is stored, because the
+        // file system frees its blocks at removal and a state sync during
+        // that waits for it. After a 200 MB version on an ext4 disk mounted
+        // with `discard`, the state save took 50 to 250 ms instead of 2 ms.
+        spool.remove();
       }
-      await state.save({ ...state.state, last_loaded_bundle_id: versionId, last_run: isoSeconds(now()) });
 
       const report: VersionReport = {
         id: versionId,
@@ -172,16 +179,17 @@ export async function runImport(deps: RunDependencies): Promise<RunOutcome> {
 
 /**
  * Downloads one version into a spool file, checks it, resolves its author
- * references and sends it. The spool file is removed when the send ends,
- * whether it succeeded or not. Returns the send's figures, the version's
- * count of distinct objects with the author, and its size in bytes.
+ * references and sends it. Returns the send's figures, the version's count
+ * of distinct objects with the author, its size in bytes, and the spool
+ * file, which the caller removes once the state is stored. A failure
+ * removes the spool file before it is raised.
  */
 async function importVersion(
   deps: RunDependencies,
   authors: AuthorReferences,
   versionId: string,
   workId: string,
-): Promise<{ result: SendResult; objects: number; bytes: number }> {
+): Promise<{ result: SendResult; objects: number; bytes: number; spool: VersionSpool }> {
   const spool = new VersionSpool(deps.spoolDir, versionId);
   deps.logger.debug("Downloading the version into a spool file", { version_id: versionId, path: spool.file.path });
   try {
@@ -198,9 +206,10 @@ async function importVersion(
     }
     await authors.resolve(version, versionId);
     const result = await deps.sender.sendSpooled(version, { workId, versionId, bundleId: version.bundleId });
-    return { result, objects: version.objectCount - repeated.count, bytes: download.bytes };
-  } finally {
+    return { result, objects: version.objectCount - repeated.count, bytes: download.bytes, spool };
+  } catch (error) {
     spool.remove();
+    throw error;
   }
 }
 

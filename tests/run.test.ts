@@ -1,4 +1,5 @@
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
+import { readdirSync } from "node:fs";
 import { join } from "node:path";
 import { CitalidClient } from "../lib/citalid.ts";
 import { createLogger } from "../lib/log.ts";
@@ -44,7 +45,7 @@ afterEach(async () => {
   await opencti.stop();
 });
 
-function run(overrides: { sender?: BundleSender; stopping?: () => boolean } = {}) {
+function run(overrides: { sender?: BundleSender; stopping?: () => boolean; spoolDir?: string } = {}) {
   return runImport({
     citalid: citalidClient,
     opencti: openctiClient,
@@ -52,7 +53,7 @@ function run(overrides: { sender?: BundleSender; stopping?: () => boolean } = {}
     state: sync,
     logger,
     connectorId: CONNECTOR_ID,
-    spoolDir: tempDir(),
+    spoolDir: overrides.spoolDir ?? tempDir(),
     stopping: overrides.stopping ?? (() => false),
   });
 }
@@ -64,6 +65,34 @@ describe("runImport", () => {
     expect(outcome.status).toBe("completed");
     expect(outcome.versions.map((report) => report.id)).toEqual(["20250101", "20250102", "20250103"]);
     expect(sync.state?.last_loaded_bundle_id).toBe("20250103");
+  });
+
+  test("spool file outlives the state save", async () => {
+    const spoolDir = tempDir();
+    const spoolFilesAtSave: string[][] = [];
+    const save = sync.save.bind(sync);
+    sync.save = async (state) => {
+      spoolFilesAtSave.push(spoolFiles(spoolDir));
+      await save(state);
+    };
+
+    const outcome = await run({ spoolDir });
+
+    expect(outcome.status).toBe("completed");
+    expect(spoolFilesAtSave.map((names) => names.length)).toEqual([1, 1, 1]);
+    expect(spoolFilesAtSave[0]![0]).toContain("citalid-20250101-");
+    expect(spoolFiles(spoolDir)).toEqual([]);
+  });
+
+  test("failed version leaves no spool file", async () => {
+    const spoolDir = tempDir();
+    citalid.inject("20250102", { kind: "body", body: { type: "not-a-bundle" } });
+
+    const outcome = await run({ spoolDir });
+
+    expect(outcome.status).toBe("failed");
+    expect(sync.state?.last_loaded_bundle_id).toBe("20250101");
+    expect(spoolFiles(spoolDir)).toEqual([]);
   });
 
   test("up to date creates no work", async () => {
@@ -140,3 +169,7 @@ describe("runImport", () => {
     expect(opencti.works[0]!.messages.at(-1)?.message).toContain("reset");
   });
 });
+
+function spoolFiles(folder: string): string[] {
+  return readdirSync(folder).filter((name) => name.endsWith(".spool"));
+}
