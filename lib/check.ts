@@ -2,7 +2,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { CitalidClient } from "./citalid.ts";
 import type { Config } from "./config.ts";
 import type { Logger } from "./log.ts";
-import { OpenCTIClient, platformAtLeast } from "./opencti.ts";
+import { createOpenCTIClient, platformAtLeast } from "./opencti.ts";
 import { SpoolFolderError, checkSpoolFolder } from "./spool.ts";
 import { StateFileError, checkStateFile } from "./state.ts";
 import { compareVersionIds, hasDatePrefix, isDatedInFuture } from "./versions.ts";
@@ -147,13 +147,7 @@ async function checkCitalid(config: Config, logger: Logger, ca: string | undefin
 }
 
 async function checkOpenCTI(config: Config, logger: Logger, ca: string | undefined): Promise<CheckResult> {
-  const opencti = new OpenCTIClient({
-    url: config.opencti.url,
-    token: config.opencti.token,
-    logger,
-    userAgent: USER_AGENT,
-    sslVerify: config.opencti.sslVerify,
-    ca,
+  const opencti = createOpenCTIClient(config, logger, ca, {
     retryLimit: CHECK_RETRY_LIMIT,
     timeoutMs: CHECK_TIMEOUT_MS,
   });

@@ -6,7 +6,7 @@ import { readProxyEnvironment } from "./http.ts";
 import { warnIfConnectorIdInUse } from "./instance-check.ts";
 import type { Logger } from "./log.ts";
 import type { ConnectorMetrics, MetricsServer } from "./metrics.ts";
-import { type ConnectorInfo, OpenCTIClient, type Registration, platformAtLeast } from "./opencti.ts";
+import { type ConnectorInfo, type OpenCTIClient, type Registration, createOpenCTIClient, platformAtLeast } from "./opencti.ts";
 import { Pinger } from "./ping.ts";
 import { configureProgress, trackDownloads } from "./progress.ts";
 import { type RunOutcome, type UnclosedWorks, closeAbandonedWorks, closeUnclosedWorks, isoSeconds, runImport } from "./run.ts";
@@ -81,13 +81,7 @@ export async function runConnector(config: Config, logger: Logger, options: { on
     if (metricsModule && metrics) {
       metricsServer = startMetricsServer(config, metrics, logger, metricsModule);
     }
-    const opencti = new OpenCTIClient({
-      url: config.opencti.url,
-      token: config.opencti.token,
-      logger,
-      userAgent: USER_AGENT,
-      sslVerify: config.opencti.sslVerify,
-      ca,
+    const opencti = createOpenCTIClient(config, logger, ca, {
       retryDelayMs: timings.retryDelayMs,
       timeoutMs: timings.openctiTimeoutMs,
       pushMaxMb: config.connector.pushMaxMb,

@@ -1,7 +1,9 @@
 import { type KyInstance, isHTTPError, isTimeoutError } from "ky";
 import { OpenCTIError, excerpt } from "./errors.ts";
 import { createHttp, describeHttpFailure, describeTlsError, isTransientNetworkError, tlsProblem } from "./http.ts";
+import type { Config } from "./config.ts";
 import type { Logger } from "./log.ts";
+import { USER_AGENT } from "./version.ts";
 
 /** RabbitMQ connection details handed out by `registerConnector`. */
 export interface RabbitMQConnection {
@@ -55,6 +57,28 @@ export interface OpenCTIClientOptions {
   timeoutMs?: number;
   /** `CONNECTOR_PUSH_MAX_MB`, named in the message of an HTTP 413. */
   pushMaxMb?: number;
+}
+
+/**
+ * Creates the client of the platform that `config` names, with the
+ * connector's user agent and TLS settings. `ca` is the content of the CA
+ * file, and `options` sets the retries and timeouts of this use.
+ */
+export function createOpenCTIClient(
+  config: Config,
+  logger: Logger,
+  ca: string | undefined,
+  options: Pick<OpenCTIClientOptions, "retryLimit" | "retryDelayMs" | "timeoutMs" | "pushMaxMb">,
+): OpenCTIClient {
+  return new OpenCTIClient({
+    url: config.opencti.url,
+    token: config.opencti.token,
+    logger,
+    userAgent: USER_AGENT,
+    sslVerify: config.opencti.sslVerify,
+    ca,
+    ...options,
+  });
 }
 
 const ERROR_MESSAGES: Record<string, string> = {

@@ -3,12 +3,11 @@ import type { Config } from "./config.ts";
 import { OpenCTIError } from "./errors.ts";
 import { warnIfConnectorIdInUse } from "./instance-check.ts";
 import type { Logger } from "./log.ts";
-import { OpenCTIClient } from "./opencti.ts";
+import { type OpenCTIClient, createOpenCTIClient } from "./opencti.ts";
 import { Pinger } from "./ping.ts";
 import { type ConnectorState, StateFile, StateFileError, isSameState, parseState, serializeState } from "./state.ts";
 import type { Timings } from "./timings.ts";
 import { isDatedInFuture } from "./versions.ts";
-import { USER_AGENT } from "./version.ts";
 
 /** Options of {@linkcode runSetState}. */
 export interface SetStateOptions {
@@ -70,13 +69,8 @@ export async function runSetState(config: Config, logger: Logger, versionId: str
       return stateFileFailure(error, file, logger);
     }
 
-    const opencti = new OpenCTIClient({
-      url: config.opencti.url,
-      token: config.opencti.token,
-      logger,
-      userAgent: USER_AGENT,
-      sslVerify: config.opencti.sslVerify,
-      ca: config.caFile ? readFileSync(config.caFile, "utf8") : undefined,
+    const ca = config.caFile ? readFileSync(config.caFile, "utf8") : undefined;
+    const opencti = createOpenCTIClient(config, logger, ca, {
       retryLimit: SET_STATE_RETRY_LIMIT,
       retryDelayMs: options.retryDelayMs,
       timeoutMs: SET_STATE_TIMEOUT_MS,
