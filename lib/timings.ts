@@ -65,7 +65,7 @@ export const TIMING_VARIABLES = {
   CONNECTOR_PROGRESS_INTERVAL_MS: "progressIntervalMs",
 } as const satisfies Record<string, keyof Timings>;
 
-// The longest delay of setTimeout and of ky's timeout option, 2^31 - 1 ms.
+// The maximum delay of setTimeout and of ky's timeout option, 2^31 - 1 ms.
 const MAX_TIMER_MS = 2_147_483_647;
 
 /**
