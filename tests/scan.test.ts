@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
 import { referencedIds } from "../lib/bundle.ts";
 import { BundleScanner, FLAG_MEMBERS, JsonKind, JsonScanError, type ScannedBundle } from "../lib/scan.ts";
+import { OPENCTI_EXTENSION_ID } from "../lib/splitter.ts";
 import { prepareSpooledVersion } from "../lib/spooled.ts";
 import type { StixObject } from "../lib/stix.ts";
 
@@ -14,8 +15,8 @@ function fixtureBytes(release: string): Buffer {
   return gunzipSync(readFileSync(join(FIXTURES, `ics-attack-${release}.json.gz`)));
 }
 
-function scan(bytes: Uint8Array, chunkSize = bytes.length): ScannedBundle {
-  const scanner = new BundleScanner();
+function scan(bytes: Uint8Array, chunkSize = bytes.length, fastItems = true): ScannedBundle {
+  const scanner = new BundleScanner({ fastItems });
   for (let start = 0; start < bytes.length; start += Math.max(1, chunkSize)) {
     scanner.write(bytes.subarray(start, Math.min(start + Math.max(1, chunkSize), bytes.length)));
   }
@@ -364,3 +365,170 @@ describe("BundleScanner syntax errors", () => {
     expect(() => scanner.write(Buffer.from("{}"))).toThrow(JsonScanError);
   });
 });
+
+describe("BundleScanner fast item path", () => {
+  // A scan with the fast path must give the index that the state machine
+  // alone gives, and the same error at the same byte.
+  function expectSameIndex(bytes: Uint8Array, chunkSizes: number[]): void {
+    for (const size of chunkSizes) {
+      expect(snapshot(scan(bytes, size))).toEqual(snapshot(scan(bytes, size, false)));
+    }
+  }
+
+  function scanFailure(text: string, fastItems: boolean): { message: string; offset: number; truncated: boolean } {
+    try {
+      scan(Buffer.from(text, "utf8"), undefined, fastItems);
+    } catch (error) {
+      if (error instanceof JsonScanError) {
+        return { message: error.message, offset: error.offset, truncated: error.truncated };
+      }
+      throw error;
+    }
+    throw new Error(`scanning ${JSON.stringify(text)} did not fail`);
+  }
+
+  for (const release of RELEASES) {
+    test(`ics-attack-${release} matches the state machine`, () => {
+      expectSameIndex(fixtureBytes(release), [65_536, 4_096]);
+    });
+  }
+
+  test("tricky objects match at every chunk size", () => {
+    const bytes = Buffer.from(JSON.stringify({ type: "bundle", objects: TRICKY_OBJECTS }), "utf8");
+
+    expectSameIndex(bytes, [bytes.length, 1000, 64, 13, 7, 3, 1]);
+  });
+
+  test("generated objects match", () => {
+    const random = seededRandom(20_261_205);
+
+    for (let round = 0; round < 150; round++) {
+      const objects = Array.from({ length: 1 + Math.floor(random() * 6) }, () => randomItem(random));
+      const text = `{"type":"bundle","objects":[${objects.map((item) => serialize(item, random)).join(",")}]}`;
+      expect(() => JSON.parse(text)).not.toThrow();
+
+      expectSameIndex(Buffer.from(text, "utf8"), [text.length * 4, 97, 5]);
+    }
+  });
+
+  test("items nested too deep match", () => {
+    const deep = `${"[".repeat(300)}"x"${"]".repeat(300)}`;
+    const text = `{"objects":[{"type":"a","id":"a--1","x_refs":["b--2"],"deep":${deep},"nested":{"y_ref":"c--3"}}]}`;
+
+    const result = scanText(text);
+
+    expect(result.strings[result.idOf[0]!]).toBe("a--1");
+    expectSameIndex(Buffer.from(text, "utf8"), [text.length, 11]);
+  });
+
+  test("whitespace and escapes inside items", () => {
+    const text = '{"objects":[ { "type" : "a" ,\n\t"id":"a--1", "name":"q\\"uote\\\\ \\u0041 \\n" , "x" : [ 1 , { } ] } ]}';
+    const item = JSON.parse(text).objects[0];
+
+    const result = scanText(text);
+
+    const served = text.slice(result.start[0], result.end[0]);
+    expect(JSON.parse(served)).toEqual(item);
+    expect(result.whitespace[0]).toBe(whitespaceOutsideStrings(served));
+    expect(result.escapes[0]).toBe(served.split("").filter((char) => char === '"' || char === "\\").length);
+    expectSameIndex(Buffer.from(text, "utf8"), [text.length, 2]);
+  });
+
+  const invalidItems = [
+    '{"a":01}',
+    '{"a":1.}',
+    '{"a":-}',
+    '{"a":1e+}',
+    '{"a":tru}',
+    '{"a":nulL}',
+    '{"a":"\\x"}',
+    '{"a":"\\u12G4"}',
+    '{"a":"tab\there"}',
+    '{"a" 1}',
+    '{"a":1,}',
+    '{"a":[1 2]}',
+    '{"a":[1,]}',
+    '{"a_ref":{"b":}}',
+    '{"type":"x","id":"x--1","c_refs":["d--1",]}',
+    '{"k\\q":1}',
+    '{1:2}',
+    '{"a":1]',
+  ];
+
+  test.each(invalidItems)("error in item %j matches", (item) => {
+    const text = `{"type":"bundle","objects":[{"type":"ok","id":"ok--1"},${item}]}`;
+    expect(() => JSON.parse(text)).toThrow();
+
+    expect(scanFailure(text, true)).toEqual(scanFailure(text, false));
+  });
+});
+
+/** Returns a random number generator in [0, 1) that repeats for a seed (mulberry32). */
+function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
+  };
+}
+
+const RANDOM_KEYS = ["type", "id", "x_opencti_id", "extensions", OPENCTI_EXTENSION_ID, "granular_markings", "marking_ref", "selectors", "a_ref", "b_refs", "_ref", "_refs", "name", "x\u0000y", 'q"k', "é_ref"];
+const RANDOM_STRINGS = ["", "a--1", "b--2", "report--3", 'quote " and \\ slash', "line\nbreak\ttab", "é ü 中文 😀", "\u2028", "x".repeat(300)];
+const RANDOM_NUMBERS = ["0", "-0", "12", "-3.25", "1e5", "2.5E-3", "-7e+2", "0.0001"];
+
+// Returns a random item: mostly objects whose keys are the ones the scanner records.
+function randomItem(random: () => number): unknown {
+  const pick = random();
+  if (pick < 0.05) {
+    return randomValue(random, 2);
+  }
+  return randomObject(random, 0);
+}
+
+function randomObject(random: () => number, depth: number): Record<string, unknown> {
+  const object: Record<string, unknown> = {};
+  const members = Math.floor(random() * 7);
+  for (let k = 0; k < members; k++) {
+    const key = RANDOM_KEYS[Math.floor(random() * RANDOM_KEYS.length)]!;
+    object[key] = randomValue(random, depth + 1);
+  }
+  return object;
+}
+
+function randomValue(random: () => number, depth: number): unknown {
+  const pick = random();
+  if (pick < 0.35) {
+    return RANDOM_STRINGS[Math.floor(random() * RANDOM_STRINGS.length)];
+  }
+  if (pick < 0.45) {
+    return { number: RANDOM_NUMBERS[Math.floor(random() * RANDOM_NUMBERS.length)] };
+  }
+  if (pick < 0.55) {
+    return [true, false, null][Math.floor(random() * 3)];
+  }
+  if (depth > 5 || pick < 0.75) {
+    return Array.from({ length: Math.floor(random() * 4) }, () => (depth > 5 ? "leaf" : randomValue(random, depth + 1)));
+  }
+  return randomObject(random, depth);
+}
+
+// Writes a value as JSON with random whitespace between tokens. A
+// `{ number }` wrapper is written as the raw number text.
+function serialize(value: unknown, random: () => number): string {
+  const space = () => [" ", "", "", "\n", "\t ", "\r\n"][Math.floor(random() * 6)];
+  if (typeof value === "string" || value === null || typeof value === "boolean") {
+    return JSON.stringify(value);
+  }
+  if (Array.isArray(value)) {
+    return `[${space()}${value.map((item) => serialize(item, random)).join(`${space()},${space()}`)}${space()}]`;
+  }
+  const record = value as Record<string, unknown>;
+  if (Object.keys(record).length === 1 && typeof record.number === "string") {
+    return record.number;
+  }
+  const members = Object.entries(record).map(([key, item]) => `${JSON.stringify(key)}${space()}:${space()}${serialize(item, random)}`);
+  return `{${space()}${members.join(`${space()},${space()}`)}${space()}}`;
+}
