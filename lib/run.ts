@@ -122,10 +122,9 @@ export async function runImport(deps: RunDependencies): Promise<RunOutcome> {
         }
         await state.save({ ...state.state, last_loaded_bundle_id: versionId, last_run: isoSeconds(now()) });
       } finally {
-        // The spool file goes only after the state is stored, because the
-        // file system frees its blocks at removal and a state sync during
-        // that waits for it. After a 200 MB version on an ext4 disk mounted
-        // with `discard`, the state save took 50 to 250 ms instead of 2 ms.
+        // The spool file goes only after the state is stored, because
+        // freeing a large file's pages and blocks can make a state sync
+        // during it wait.
         spool.remove();
       }
 

@@ -61,6 +61,31 @@ describe("SpoolFile", () => {
     file.remove();
   });
 
+  test("clear keeps path and mode", () => {
+    const file = SpoolFile.create(folder, "v");
+    file.write(Buffer.from("first attempt"));
+
+    file.clear();
+
+    expect(statSync(file.path).size).toBe(0);
+    expect(statSync(file.path).mode & 0o777).toBe(0o600);
+    expect(readdirSync(folder)).toEqual([file.path.slice(folder.length + 1)]);
+    file.remove();
+  });
+
+  test("clear of an empty file", () => {
+    const file = SpoolFile.create(folder, "v");
+
+    file.clear();
+    file.write(Buffer.from("ok"));
+
+    const target = Buffer.alloc(2);
+    file.readInto(0, 2, target);
+    expect(target.toString()).toBe("ok");
+    expect(statSync(file.path).size).toBe(2);
+    file.remove();
+  });
+
   test("remove deletes the file", () => {
     const file = SpoolFile.create(folder, "v");
 
