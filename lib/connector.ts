@@ -190,11 +190,15 @@ export async function runConnector(config: Config, logger: Logger, options: { on
       // A run's garbage would otherwise stay in memory until the next run:
       // after a 50 MB version, the binary idled at about 100 MB without this
       // collection and the shrink, and at 60 MB with them (bench/RESULTS.md
-      // has the current figure).
+      // has the current figure). A run-and-terminate process exits instead,
+      // unless a reset starts the run again. The two took about 20 ms after
+      // the 200 MB version of bench/.
       // Bun.shrink is deprecated in Bun 1.4.5, so it is called only if present.
-      Bun.gc(true);
-      if (typeof Bun.shrink === "function") {
-        Bun.shrink();
+      if (!once || outcome.status === "reset") {
+        Bun.gc(true);
+        if (typeof Bun.shrink === "function") {
+          Bun.shrink();
+        }
       }
       downloads.finish();
       metrics?.runFinished(outcome);
