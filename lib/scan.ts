@@ -284,10 +284,11 @@ export class BundleScanner {
   #records = new Int32Array(8192);
   #recordCount = 0;
   #strings: string[] = [];
-  /** FNV-1a hash of each string's bytes, for strings that are ASCII. */
-  #stringHash = new Int32Array(1024);
-  /** Open-addressing table of string index + 1 by hash, for ASCII strings. */
-  #asciiTable = new Int32Array(1 << 12);
+  /**
+   * Open-addressing table of ASCII strings: each slot is the string's hash
+   * and its index + 1, side by side, so that a probe reads one cache line.
+   */
+  #asciiTable = new Int32Array(2 << 12);
   #asciiCount = 0;
   /** Strings with other characters, which are rare in ids. */
   #otherIndex = new Map<string, number>();
@@ -339,7 +340,6 @@ export class BundleScanner {
     const count = this.#count;
     // Only the scan interns strings, and these tables are a large share of the index.
     this.#asciiTable = new Int32Array(0);
-    this.#stringHash = new Int32Array(0);
     this.#otherIndex = new Map();
     const result: ScannedBundle = {
       bytes: this.#offset,
@@ -1066,7 +1066,7 @@ export class BundleScanner {
     }
     let index = this.#otherIndex.get(text);
     if (index === undefined) {
-      index = this.#addString(text, 0);
+      index = this.#addString(text);
       this.#otherIndex.set(text, index);
     }
     return index;
@@ -1077,54 +1077,52 @@ export class BundleScanner {
   // Bytes that match none and are not ASCII go to #intern as UTF-8 text.
   #internAscii(bytes: Buffer, from: number, to: number, hash: number): number {
     const table = this.#asciiTable;
-    const mask = table.length - 1;
+    const mask = (table.length >> 1) - 1;
     const length = to - from;
     for (let slot = hash & mask; ; slot = (slot + 1) & mask) {
-      const entry = table[slot]!;
+      const entry = table[2 * slot + 1]!;
       if (entry === 0) {
         if (!isAscii(bytes, from, to)) {
           return this.#intern(bytes.toString("utf8", from, to));
         }
-        const index = this.#addString(latin1(bytes, from, to), hash);
-        table[slot] = index + 1;
-        if (++this.#asciiCount * 2 > table.length) {
+        const index = this.#addString(latin1(bytes, from, to));
+        table[2 * slot] = hash;
+        table[2 * slot + 1] = index + 1;
+        if (++this.#asciiCount > table.length >> 2) {
           this.#growAsciiTable();
         }
         return index;
       }
-      const index = entry - 1;
-      if (this.#stringHash[index] === hash) {
-        const candidate = this.#strings[index]!;
+      if (table[2 * slot] === hash) {
+        const candidate = this.#strings[entry - 1]!;
         if (candidate.length === length && sameAscii(candidate, bytes, from)) {
-          return index;
+          return entry - 1;
         }
       }
     }
   }
 
-  #addString(text: string, hash: number): number {
-    const index = this.#strings.length;
+  #addString(text: string): number {
     this.#strings.push(text);
-    if (index === this.#stringHash.length) {
-      this.#stringHash = growInts(this.#stringHash, this.#stringHash.length * 2);
-    }
-    this.#stringHash[index] = hash;
-    return index;
+    return this.#strings.length - 1;
   }
 
   #growAsciiTable(): void {
-    const table = new Int32Array(this.#asciiTable.length * 2);
-    const mask = table.length - 1;
-    for (let slotIndex = 0; slotIndex < this.#asciiTable.length; slotIndex++) {
-      const entry = this.#asciiTable[slotIndex]!;
+    const old = this.#asciiTable;
+    const table = new Int32Array(old.length * 2);
+    const mask = (table.length >> 1) - 1;
+    for (let oldSlot = 0; oldSlot < old.length >> 1; oldSlot++) {
+      const entry = old[2 * oldSlot + 1]!;
       if (entry === 0) {
         continue;
       }
-      let slot = this.#stringHash[entry - 1]! & mask;
-      while (table[slot] !== 0) {
+      const hash = old[2 * oldSlot]!;
+      let slot = hash & mask;
+      while (table[2 * slot + 1] !== 0) {
         slot = (slot + 1) & mask;
       }
-      table[slot] = entry;
+      table[2 * slot] = hash;
+      table[2 * slot + 1] = entry;
     }
     this.#asciiTable = table;
   }
