@@ -63,6 +63,8 @@ export const OTHER_VALUE = -2;
 
 /** Item flag: the item is an object with at least one member. */
 export const FLAG_MEMBERS = 1;
+/** Item flag: a string of the item has a byte that is not ASCII (0x80 or above). */
+export const FLAG_NON_ASCII = 2;
 
 /** Index of one bundle, returned by {@linkcode BundleScanner.end}. */
 export interface ScannedBundle {
@@ -190,12 +192,14 @@ const V_BUNDLE_OBJECTS = 19;
 const V_ITEM = 20;
 const V_TOP = 21;
 
-// Bytes that end the plain run of a string: the quote, the backslash and
-// the control characters, which JSON strings may not contain raw.
+// Bytes that end the plain run of a string: the quote, the backslash, the
+// control characters, which JSON strings may not contain raw, and the bytes
+// that are not ASCII, which set FLAG_NON_ASCII.
 const STRING_STOP = new Uint8Array(256);
 STRING_STOP[0x22] = 1;
 STRING_STOP[0x5c] = 1;
 STRING_STOP.fill(1, 0, 0x20);
+STRING_STOP.fill(1, 0x80, 0x100);
 
 // Values whose string content the scanner keeps.
 const CAPTURED = new Uint8Array(22);
@@ -427,6 +431,13 @@ export class BundleScanner {
             this.#escaped = true;
             i = j + 1;
             state = S_ESCAPE;
+            break;
+          }
+          if (c >= 0x80) {
+            if (this.#itemDepth !== 0) {
+              this.#flags[this.#count - 1]! |= FLAG_NON_ASCII;
+            }
+            i = j + 1;
             break;
           }
           throw this.#unexpected(buffer, j, "a control character inside a string");
@@ -1427,7 +1438,8 @@ export class BundleScanner {
 
   // Reads the string whose opening quote is before `i`. Returns the
   // position of the closing quote, or -1. Counts its escapes in
-  // #fastEscapes and sets #escaped when it has one.
+  // #fastEscapes, sets #escaped when it has one, and flags the item when
+  // it has a byte that is not ASCII.
   #fastString(b: Buffer, i: number): number {
     const length = b.length;
     let escapes = 2;
@@ -1443,6 +1455,11 @@ export class BundleScanner {
       if (c === 0x22) {
         this.#fastEscapes += escapes;
         return i;
+      }
+      if (c >= 0x80) {
+        this.#flags[this.#count - 1]! |= FLAG_NON_ASCII;
+        i++;
+        continue;
       }
       if (c !== 0x5c) {
         return -1;

@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
 import { referencedIds } from "../lib/bundle.ts";
-import { BundleScanner, FLAG_MEMBERS, JsonKind, JsonScanError, type ScannedBundle } from "../lib/scan.ts";
+import { BundleScanner, FLAG_MEMBERS, FLAG_NON_ASCII, JsonKind, JsonScanError, type ScannedBundle } from "../lib/scan.ts";
 import { OPENCTI_EXTENSION_ID } from "../lib/splitter.ts";
 import { prepareSpooledVersion } from "../lib/spooled.ts";
 import type { StixObject } from "../lib/stix.ts";
@@ -419,6 +419,16 @@ describe("BundleScanner fast item path", () => {
 
     expect(result.strings[result.idOf[0]!]).toBe("a--1");
     expectSameIndex(Buffer.from(text, "utf8"), [text.length, 11]);
+  });
+
+  test("bytes that are not ASCII flag the item", () => {
+    const text = '{"objects":[{"name":"caf\u00e9"},{"name":"cafe","x":["\\u00e9"]},{"deep":[{"k":"\u4e2d"}]},{"k\u00e9y":1}]}';
+
+    for (const fastItems of [true, false]) {
+      const result = scan(Buffer.from(text, "utf8"), undefined, fastItems);
+
+      expect([...result.flags].map((flags) => flags & FLAG_NON_ASCII)).toEqual([FLAG_NON_ASCII, 0, FLAG_NON_ASCII, FLAG_NON_ASCII]);
+    }
   });
 
   test("whitespace and escapes inside items", () => {
