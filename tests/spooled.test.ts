@@ -424,6 +424,15 @@ describe("request bodies from served bytes", () => {
     }
   });
 
+  test("bodies and bundles are ASCII", () => {
+    for (const body of bodies) {
+      const bundle = JSON.parse(body.toString("utf8")).variables.bundle as string;
+
+      expect(body.every((byte) => byte < 0x80)).toBe(true);
+      expect(/^[\x00-\x7f]*$/.test(bundle)).toBe(true);
+    }
+  });
+
   test("invalid UTF-8 arrives as U+FFFD", () => {
     const bytes = Buffer.concat([
       Buffer.from(`{"type":"bundle","objects":[{"type":"malware","id":"malware--${uuid(8)}","created_by_ref":"identity--x","name":"a`),
@@ -438,8 +447,122 @@ describe("request bodies from served bytes", () => {
     const body = Buffer.from(new PushRequestBuffer().write(plan!, PUSH_FIELDS, invalid)).toString("utf8");
 
     expect(JSON.parse(JSON.parse(body).variables.bundle).objects[1].name).toBe("a\ufffd\ufffdb");
+    expect(body).toContain("a\\\\ufffd\\\\ufffdb");
   });
 });
+
+describe("request bodies in ASCII", () => {
+  // Byte sequences of every kind the UTF-8 decoder meets: valid ones of 2, 3
+  // and 4 bytes, cut ones, overlong ones, surrogates, bytes past U+10FFFF
+  // and bytes that never start a sequence.
+  const SEQUENCES = [
+    [0xc3, 0xa9],
+    [0xe4, 0xb8, 0xad],
+    [0xf0, 0x9f, 0x98, 0x80],
+    [0xe2, 0x80, 0xa8],
+    [0x80],
+    [0xbf, 0xc3, 0xa9],
+    [0xc0, 0xaf],
+    [0xc1, 0xbf],
+    [0xe0, 0x80, 0x80],
+    [0xe0, 0xa0],
+    [0xed, 0xa0, 0x80],
+    [0xed, 0x9f, 0xbf],
+    [0xf0, 0x8f, 0xbf, 0xbf],
+    [0xf4, 0x8f, 0xbf, 0xbf],
+    [0xf4, 0x90, 0x80, 0x80],
+    [0xf0, 0x9f, 0x98],
+    [0xe4, 0xb8],
+    [0xc3],
+    [0xf5, 0x80],
+    [0xfe, 0xff],
+  ];
+
+  // Returns a served version whose objects carry `sequences` in a string,
+  // the odd ones pretty-printed, and the text TextDecoder reads from it.
+  function servedWith(sequences: number[][]): { bytes: Buffer; text: string } {
+    const parts: Buffer[] = [Buffer.from('{"type":"bundle","objects":[')];
+    sequences.forEach((sequence, index) => {
+      const space = index % 2 === 1 ? "\n  " : "";
+      parts.push(Buffer.from(`${index > 0 ? "," : ""}{${space}"type": "malware",${space}"id":"malware--${uuid(100 + index)}",${space}"created_by_ref":"${AUTHOR_ID}","name":"a`));
+      parts.push(Buffer.from(sequence));
+      parts.push(Buffer.from(`\\"z",${space}"labels":["\u00e9${index}"]}`));
+    });
+    parts.push(Buffer.from("]}"));
+    const bytes = Buffer.concat(parts);
+    return { bytes, text: new TextDecoder().decode(bytes) };
+  }
+
+  // Returns the objects, the request bodies and their planned sizes for a plan of `bytes`.
+  function pushed(bytes: Buffer, maxBytes: number): { objects: StixObject[]; bodies: Buffer[]; plans: number[] } {
+    const scanner = new BundleScanner();
+    scanner.write(bytes);
+    const version = prepareSpooledVersion(scanner.end(), { text: (start, end) => bytes.toString("utf8", start, end), bytes: (start, end) => bytes.subarray(start, end) }, VERSION);
+    const buffer = new PushRequestBuffer();
+    const plans = [...planChunks(version, maxBytes, pushRequestEncoding(PUSH_FIELDS))];
+    const bodies = plans.map((plan) => Buffer.from(buffer.write(plan, PUSH_FIELDS, version)));
+    const objects = bodies.flatMap((body) => (JSON.parse(JSON.parse(body.toString("ascii")).variables.bundle) as { objects: StixObject[] }).objects);
+    return { objects, bodies, plans: plans.map((plan) => plan.bytes) };
+  }
+
+  test("each sequence reads as TextDecoder reads it", () => {
+    const { bytes, text } = servedWith(SEQUENCES);
+
+    const { objects, bodies, plans } = pushed(bytes, 100_000);
+
+    expect(bodies.map((body) => body.length)).toEqual(plans);
+    expect(bodies.every((body) => body.every((byte) => byte < 0x80))).toBe(true);
+    const served = (JSON.parse(text) as { objects: StixObject[] }).objects;
+    for (const object of served) {
+      expect(objects.find((received) => received.id === object.id)).toEqual(object);
+    }
+  });
+
+  test("random bytes read as TextDecoder reads them", () => {
+    const random = seededRandom(41);
+    const sequences = Array.from({ length: 300 }, () =>
+      Array.from({ length: 1 + Math.floor(random() * 9) }, () => (random() < 0.2 ? 0x61 : 0x80 + Math.floor(random() * 0x80))),
+    );
+    const { bytes, text } = servedWith(sequences);
+
+    const { objects, bodies, plans } = pushed(bytes, 20_000);
+
+    expect(bodies.length).toBeGreaterThan(1);
+    expect(bodies.map((body) => body.length)).toEqual(plans);
+    const served = (JSON.parse(text) as { objects: StixObject[] }).objects;
+    for (const object of served) {
+      expect(objects.find((received) => received.id === object.id)).toEqual(object);
+    }
+  });
+
+  test("size check counts exact escapes", () => {
+    const { bytes } = servedWith([[0xc3, 0xa9, ...Buffer.from("x".repeat(5000))]]);
+    const [body] = pushed(bytes, 1_000_000).bodies;
+
+    expect(pushed(bytes, body!.length).bodies).toHaveLength(1);
+    expect(() => pushed(bytes, body!.length - 1)).toThrow(PushLimitError);
+  });
+
+  test("escapes are lowercase \\uXXXX", () => {
+    const { bytes } = servedWith([[0xf0, 0x9f, 0x98, 0x80]]);
+
+    const { bodies } = pushed(bytes, 100_000);
+
+    expect(bodies[0]!.toString("ascii")).toContain("a\\\\ud83d\\\\ude00\\\\\\\"z");
+  });
+});
+
+/** Returns a random number generator in [0, 1) that repeats for a seed (mulberry32). */
+function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
+  };
+}
 
 describe("splitInput", () => {
   for (const release of RELEASES) {
