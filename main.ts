@@ -9,7 +9,7 @@ import { runCheck } from "./lib/check.ts";
 import { HELP, UsageError, parseCommandLine } from "./lib/cli.ts";
 import { ConfigError, loadConfig } from "./lib/config.ts";
 import { EXIT, runConnector } from "./lib/connector.ts";
-import { FatalError } from "./lib/errors.ts";
+import { FatalError, StartupTimeoutError } from "./lib/errors.ts";
 import { createLogger } from "./lib/log.ts";
 import { configureProgress, stderrProgressTerminal } from "./lib/progress.ts";
 import { runSetState } from "./lib/set-state.ts";
@@ -93,6 +93,10 @@ async function main(argv: string[]): Promise<number> {
     if (error instanceof FatalError || error instanceof StateFileError) {
       logger.error(error.message);
       return EXIT.config;
+    }
+    if (error instanceof StartupTimeoutError) {
+      logger.error(error.message);
+      return EXIT.failed;
     }
     logger.error("Connector stopped on an unexpected error", {
       reason: error instanceof Error ? error.message : String(error),

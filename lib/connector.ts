@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { CitalidClient } from "./citalid.ts";
 import type { Config } from "./config.ts";
-import { FatalError, OpenCTIError } from "./errors.ts";
+import { FatalError, OpenCTIError, StartupTimeoutError } from "./errors.ts";
 import { readProxyEnvironment } from "./http.ts";
 import { warnIfConnectorIdInUse } from "./instance-check.ts";
 import type { Logger } from "./log.ts";
@@ -346,20 +346,25 @@ async function finalPing(pinger: Pinger, shutdown: Shutdown, timings: Timings): 
 // that boots slowly never sends the connector into a restart loop. A one-shot
 // run gives up after `onceStartupTimeoutMs`, so a timer or cron job ends.
 async function waitForPlatform(opencti: OpenCTIClient, logger: Logger, timings: Timings, shutdown: Shutdown, once: boolean): Promise<string | undefined> {
-  const deadline = Date.now() + timings.onceStartupTimeoutMs;
+  const started = Date.now();
+  const deadline = started + timings.onceStartupTimeoutMs;
   for (let attempt = 1; ; attempt++) {
     try {
-      return await opencti.platformVersion();
+      // This loop is the retry: the request's own retries would wait a
+      // minute or more before the deadline below is checked.
+      return await opencti.platformVersion({ retry: false });
     } catch (error) {
       if (error instanceof OpenCTIError && !error.retryable) {
         throw new FatalError(error.message);
       }
-      if (once && Date.now() >= deadline) {
-        throw new Error(
-          `OpenCTI was not reachable within ${Math.round(timings.onceStartupTimeoutMs / 1000)} s of start-up, so this one-shot run gives up: ${(error as Error).message}`,
+      const left = deadline - Date.now();
+      if (once && left <= 0) {
+        throw new StartupTimeoutError(
+          `OpenCTI was not reachable within ${seconds(timings.onceStartupTimeoutMs)} of start-up (CONNECTOR_ONCE_STARTUP_TIMEOUT_MS), so this one-shot run gives up after ${attempt} attempt(s) in ${seconds(Date.now() - started)}: ${(error as Error).message}. To wait longer, raise CONNECTOR_ONCE_STARTUP_TIMEOUT_MS`,
         );
       }
-      const delay = Math.min(timings.retryDelayMs * 2 ** (attempt - 1), timings.startupMaxDelayMs);
+      // A one-shot run makes its last attempt at the deadline, not after it.
+      const delay = Math.min(timings.retryDelayMs * 2 ** (attempt - 1), timings.startupMaxDelayMs, once ? left : Number.POSITIVE_INFINITY);
       logger.warn("OpenCTI is not reachable yet, waiting before the next attempt", {
         wait_attempt: attempt,
         delay_ms: delay,
@@ -370,6 +375,11 @@ async function waitForPlatform(opencti: OpenCTIClient, logger: Logger, timings: 
       }
     }
   }
+}
+
+// Formats a duration in milliseconds as seconds, with a decimal below 10 s.
+function seconds(ms: number): string {
+  return ms < 10_000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms / 1000)} s`;
 }
 
 async function createSender(config: Config, opencti: OpenCTIClient, registration: Registration, logger: Logger): Promise<BundleSender> {

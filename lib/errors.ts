@@ -108,3 +108,8 @@ export function excerpt(body: string, max = 120): string {
 export class FatalError extends Error {
   override name = "FatalError";
 }
+
+/** A one-shot run that gave up waiting for the platform at start-up. The process exits with code 1. */
+export class StartupTimeoutError extends Error {
+  override name = "StartupTimeoutError";
+}

@@ -141,13 +141,14 @@ export class OpenCTIClient {
    * network errors and 5xx are retried the same way by the HTTP layer.
    * `body`, when given, is the request body already serialized as
    * `{"query", "variables"}` JSON in UTF-8 and is sent in place of those.
-   * Raises OpenCTIError.
+   * With `retry: false` the operation is sent once. Raises OpenCTIError.
    */
-  async request<T>(operation: string, query: string, variables: Record<string, unknown> = {}, body?: Uint8Array): Promise<T> {
-    const attempts = (this.#options.retryLimit ?? 6) + 1;
+  async request<T>(operation: string, query: string, variables: Record<string, unknown> = {}, body?: Uint8Array, options: { retry?: boolean } = {}): Promise<T> {
+    const retry = options.retry ?? true;
+    const attempts = retry ? (this.#options.retryLimit ?? 6) + 1 : 1;
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.#requestOnce<T>(operation, query, variables, body);
+        return await this.#requestOnce<T>(operation, query, variables, body, retry);
       } catch (error) {
         if (!(error instanceof OpenCTIError) || !TRANSIENT_CODES.has(error.code) || attempt >= attempts) {
           throw error;
@@ -164,12 +165,14 @@ export class OpenCTIClient {
     }
   }
 
-  async #requestOnce<T>(operation: string, query: string, variables: Record<string, unknown>, body?: Uint8Array): Promise<T> {
+  async #requestOnce<T>(operation: string, query: string, variables: Record<string, unknown>, body: Uint8Array | undefined, retry: boolean): Promise<T> {
     const authorization = `Bearer ${this.#options.token}`;
+    // With `retry: false`, the HTTP layer does not retry network errors and 5xx either.
+    const once = retry ? {} : { retry: { limit: 0 } };
     const pending =
       body === undefined
-        ? this.#http.post(this.#endpoint, { json: { query, variables }, headers: { authorization } })
-        : this.#http.post(this.#endpoint, { body, headers: { authorization, "content-type": "application/json" } });
+        ? this.#http.post(this.#endpoint, { json: { query, variables }, headers: { authorization }, ...once })
+        : this.#http.post(this.#endpoint, { body, headers: { authorization, "content-type": "application/json" }, ...once });
     let response: Response;
     try {
       response = await pending;
@@ -214,11 +217,14 @@ export class OpenCTIClient {
     return payload.data as T;
   }
 
-  /** Returns the platform's version string (`about { version }`). */
-  async platformVersion(): Promise<string> {
+  /** Returns the platform's version string (`about { version }`), sent once with `retry: false`. */
+  async platformVersion(options: { retry?: boolean } = {}): Promise<string> {
     const data = await this.request<{ about: { version: string } | null }>(
       "about",
       "query ConnectorAbout { about { version } }",
+      {},
+      undefined,
+      options,
     );
     if (!data.about?.version) {
       throw new OpenCTIError("OpenCTI about query returned no version", { code: "NO_VERSION", operation: "about" });

@@ -59,6 +59,24 @@ describe("one-shot run", () => {
     expect(existsSync(`${scenario.statePath}.lock`)).toBe(false);
   });
 
+  test("last wait ends at the deadline", async () => {
+    await scenario.opencti.goDown();
+
+    const run = await runConnectorOnce(scenario.env({ CONNECTOR_ONCE_STARTUP_TIMEOUT_MS: "900", CONNECTOR_RETRY_DELAY_MS: "400" }));
+
+    expect(run.code).toBe(1);
+    const waits = run.logs().filter((line) => line.message.startsWith("OpenCTI is not reachable yet"));
+    const delays = waits.map((line) => Number(line.attributes?.delay_ms));
+    expect(delays.length).toBeGreaterThanOrEqual(2);
+    expect(delays[0]).toBe(400);
+    expect(delays.reduce((sum, delay) => sum + delay, 0)).toBeLessThanOrEqual(900);
+    const failure = run.logs().find((line) => line.message.includes("this one-shot run gives up"));
+    expect(failure?.level).toBe("ERROR");
+    expect(failure?.message).toContain("within 0.9 s of start-up");
+    expect(failure?.message).toContain("raise CONNECTOR_ONCE_STARTUP_TIMEOUT_MS");
+    expect(run.lines.join("\n")).not.toContain("unexpected error");
+  });
+
   test("keeps pinging during a slow push", async () => {
     // Pings run every second in tests, so a push held for 3 s spans two or more.
     scenario.opencti.inject("stixBundlePush", { kind: "delay", delayMs: 3000, times: 1 });
