@@ -4,7 +4,7 @@ import type { Config } from "./config.ts";
 import type { Logger } from "./log.ts";
 import { createOpenCTIClient, platformAtLeast } from "./opencti.ts";
 import { SpoolFolderError, checkSpoolFolder } from "./spool.ts";
-import { StateFileError, checkStateFile } from "./state.ts";
+import { StateFileError, checkStateFile, stateFileProblem } from "./state.ts";
 import { compareVersionIds, hasDatePrefix, isDatedInFuture } from "./versions.ts";
 import { USER_AGENT } from "./version.ts";
 
@@ -12,7 +12,7 @@ import { USER_AGENT } from "./version.ts";
 export interface CheckResult {
   name: string;
   /** `skip` is for a check that cannot run because an earlier one failed or does not apply. */
-  status: "ok" | "fail" | "skip";
+  status: "ok" | "warn" | "fail" | "skip";
   detail: string;
 }
 
@@ -64,7 +64,12 @@ export async function runCheck(config: Config, logger: Logger, options: CheckOpt
     write(`${result.status.toUpperCase().padEnd(4)}  ${result.name.padEnd(width)}  ${logger.mask(result.detail)}`);
   }
   const failed = results.filter((result) => result.status === "fail").length;
-  write(failed === 0 ? "All checks passed." : `${failed} check(s) failed.`);
+  const warned = results.filter((result) => result.status === "warn").length;
+  if (failed > 0) {
+    write(`${failed} check(s) failed.`);
+  } else {
+    write(warned === 0 ? "All checks passed." : `All checks passed, with ${warned} warning(s).`);
+  }
   return failed === 0 ? 0 : 1;
 }
 
@@ -78,6 +83,23 @@ function stateFileResult(stateFile: string): CheckResult {
       return { name, status: "fail", detail: error.message };
     }
     throw error;
+  }
+
+  let problem: string | undefined;
+  try {
+    problem = stateFileProblem(stateFile);
+  } catch (error) {
+    if (error instanceof StateFileError) {
+      return { name, status: "fail", detail: error.message };
+    }
+    throw error;
+  }
+  if (problem !== undefined) {
+    return {
+      name,
+      status: "warn",
+      detail: `${stateFile} is not a valid state (${problem}): start-up moves it aside to ${stateFile}.corrupt-<time> and uses the platform's state, or imports every version when the platform has none. Fix the file to keep its state, or remove it`,
+    };
   }
   return { name, status: "ok", detail: `${stateFile} (${existsSync(stateFile) ? "exists" : "not created yet"})` };
 }

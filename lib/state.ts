@@ -347,6 +347,29 @@ function accessProblem(path: string, label: string, needs: string): string {
   );
 }
 
+/**
+ * Returns what makes the state file at `path` unusable as a state, or
+ * undefined when it is missing, empty, `null` or a valid state. Start-up
+ * moves such a file aside (see {@linkcode StateFile.read}). Raises
+ * StateFileError when the file cannot be read.
+ */
+export function stateFileProblem(path: string): string | undefined {
+  if (!existsSync(path)) {
+    return undefined;
+  }
+  const text = readOrExplain(path, "State file");
+  if (text.trim() === "" || text.trim() === "null") {
+    return undefined;
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return "it is not JSON";
+  }
+  return stateProblem(value);
+}
+
 /** Creates the folder of a state file, for callers that own the folder (tests, the demo). */
 export function ensureStateFolder(path: string): void {
   mkdirSync(dirname(path), { recursive: true });

@@ -195,6 +195,35 @@ describe("--check failing", () => {
     expect(line(lines, "state file")).toContain(`State file ${join(stateDir, "state.json")} is a folder: set CONNECTOR_STATE_FILE`);
   });
 
+  test("corrupt state file warns", async () => {
+    writeFileSync(join(stateDir, "state.json"), "not json at all");
+
+    const { code, lines } = await check();
+
+    expect(code).toBe(0);
+    expect(line(lines, "state file")).toMatch(/^WARN\s+state file\s+.*state\.json is not a valid state \(it is not JSON\): start-up moves it aside/);
+    expect(lines.at(-1)).toBe("All checks passed, with 1 warning(s).");
+  });
+
+  test("state with a bad version id warns", async () => {
+    writeFileSync(join(stateDir, "state.json"), JSON.stringify({ last_loaded_bundle_id: "latest" }));
+
+    const { code, lines } = await check();
+
+    expect(code).toBe(0);
+    expect(line(lines, "state file")).toContain('last_loaded_bundle_id is "latest", expected a version id starting with YYYYMMDD');
+  });
+
+  test("null state file passes", async () => {
+    writeFileSync(join(stateDir, "state.json"), "null\n");
+
+    const { code, lines } = await check();
+
+    expect(code).toBe(0);
+    expect(line(lines, "state file")).toMatch(/^OK\s/);
+    expect(lines.at(-1)).toBe("All checks passed.");
+  });
+
   test("missing spool folder fails", async () => {
     const { code, lines } = await check({ CONNECTOR_SPOOL_DIR: join(stateDir, "missing") });
 
