@@ -49,11 +49,10 @@ describe("platform down at start-up", () => {
     const run = await runConnectorOnce(scenario.env());
 
     expect(run.code).toBe(0);
-    expect(logsMatching(run, /OpenCTI request failed, retrying/).length).toBeGreaterThan(0);
+    // Each start-up attempt is one request, so the wait loop does all the retrying.
+    expect(logsMatching(run, /OpenCTI request failed, retrying/)).toEqual([]);
     const waits = logsMatching(run, /OpenCTI is not reachable yet/);
-    // Each wait follows the retries inside one request, so under load a single
-    // wait may cover the whole outage.
-    expect(waits.length).toBeGreaterThanOrEqual(1);
+    expect(waits.length).toBeGreaterThanOrEqual(2);
     expect(waits.map((line) => line.attributes?.wait_attempt)).toEqual(waits.map((_line, index) => index + 1));
     expect(scenario.platformState()?.last_loaded_bundle_id).toBe("20250110");
     expectEveryVersionPushed();

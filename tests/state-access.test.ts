@@ -91,7 +91,7 @@ describe.skipIf(otherUserUnavailable !== undefined)("stop as another user", () =
 
     expect(run.code).toBe(1);
     const error = run.logs().find((line) => line.level === "ERROR");
-    expect(String(error?.attributes?.reason)).toContain("OpenCTI was not reachable");
+    expect(error?.message).toContain("OpenCTI was not reachable");
     const warning = run.logs().find((line) => line.level === "WARNING" && line.message.startsWith("State file"));
     expect(warning?.message).toContain(`so this user (uid ${OTHER_UID}) cannot update the time of it: run "chown ${OTHER_UID}`);
   });
