@@ -5,7 +5,7 @@ import type { Logger } from "./log.ts";
 import { createOpenCTIClient, platformAtLeast } from "./opencti.ts";
 import { SpoolFolderError, checkSpoolFolder } from "./spool.ts";
 import { StateFileError, checkStateFile, stateFileProblem } from "./state.ts";
-import { compareVersionIds, hasDatePrefix, isDatedInFuture } from "./versions.ts";
+import { compareVersionIds, hasControlCharacter, hasDatePrefix, isDatedInFuture } from "./versions.ts";
 import { USER_AGENT } from "./version.ts";
 
 /** One line of the check report. */
@@ -148,11 +148,15 @@ async function checkCitalid(config: Config, logger: Logger, ca: string | undefin
     return [login, { name: "Citalid versions", status: "fail", detail: (error as Error).message }];
   }
   const today = new Date();
-  const dated = ids.filter(hasDatePrefix);
+  const clean = ids.filter((id) => !hasControlCharacter(id));
+  const dated = clean.filter(hasDatePrefix);
   const importable = dated.filter((id) => !isDatedInFuture(id, today)).sort(compareVersionIds);
   const notes: string[] = [];
-  if (ids.length > dated.length) {
-    notes.push(`${ids.length - dated.length} skipped because the id does not start with a YYYYMMDD date`);
+  if (ids.length > clean.length) {
+    notes.push(`${ids.length - clean.length} skipped because the id has a control character`);
+  }
+  if (clean.length > dated.length) {
+    notes.push(`${clean.length - dated.length} skipped because the id does not start with a YYYYMMDD date`);
   }
   if (dated.length > importable.length) {
     notes.push(`${dated.length - importable.length} skipped because dated after tomorrow`);

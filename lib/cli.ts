@@ -1,5 +1,5 @@
 import { parseArgs } from "node:util";
-import { hasDatePrefix } from "./versions.ts";
+import { hasControlCharacter, hasDatePrefix } from "./versions.ts";
 
 /** Parsed command line. */
 export interface CommandLine {
@@ -57,9 +57,9 @@ export function parseCommandLine(argv: string[]): CommandLine {
   const commandLine = parseOptions(argv);
 
   const { setState } = commandLine;
-  if (setState !== undefined && !hasDatePrefix(setState)) {
+  if (setState !== undefined && (!hasDatePrefix(setState) || hasControlCharacter(setState))) {
     throw new UsageError(
-      `--set-state is ${JSON.stringify(setState)}: expected a Citalid version id that starts with a real date YYYYMMDD, such as 20250105 or 20250105-2. ` +
+      `--set-state is ${JSON.stringify(setState)}: expected a Citalid version id that starts with a real date YYYYMMDD and has no control character, such as 20250105 or 20250105-2. ` +
         "To clear the state instead, reset it on the connector's page in the OpenCTI UI.",
     );
   }

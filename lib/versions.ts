@@ -16,6 +16,13 @@ export function hasDatePrefix(id: string): boolean {
   );
 }
 
+/** Returns true when the id has a control character: U+0000 to U+001F, or DEL. */
+export function hasControlCharacter(id: string): boolean {
+  return CONTROL_CHARACTER.test(id);
+}
+
+const CONTROL_CHARACTER = /[\u0000-\u001f\u007f]/;
+
 // Created on the first comparison of two ids of the same day, because an
 // ICU collator stays resident in the idle process once created.
 let collator: Intl.Collator | undefined;
@@ -63,7 +70,8 @@ export function isDatedInFuture(id: string, today: Date): boolean {
 /**
  * Selects the versions to import: those after `lastLoaded` (all of them when
  * it is undefined), oldest first, without duplicates. Ids without a valid
- * date prefix are skipped with a warning naming them. So are ids dated after
+ * date prefix, or with a control character, are skipped with a warning
+ * naming them. So are ids dated after
  * tomorrow (UTC) at `today`: imported, such an id would become the state and
  * hide every version published before its date. It is imported once its
  * date has come. A `lastLoaded` dated after tomorrow gets a warning with
@@ -77,7 +85,12 @@ export function selectNewVersions(
 ): string[] {
   const valid = new Set<string>();
   for (const id of ids) {
-    if (!hasDatePrefix(id)) {
+    if (hasControlCharacter(id)) {
+      // Ids are a date and a suffix, so a control character means a broken listing.
+      logger.warn("Skipping a Citalid version whose id has a control character", {
+        version_id: id,
+      });
+    } else if (!hasDatePrefix(id)) {
       logger.warn("Skipping a Citalid version whose id does not start with a YYYYMMDD date", {
         version_id: id,
       });

@@ -111,6 +111,15 @@ describe("--check passing", () => {
     expect(line(lines, "Citalid versions")).toContain("4 version(s), newest 20250301; 1 skipped");
   });
 
+  test("counts ids with control characters apart", async () => {
+    citalid.setVersions([...fixtureCitalidVersions(), { id: "20250302\n", body: "{}" }]);
+
+    const { code, lines } = await check();
+
+    expect(code).toBe(0);
+    expect(line(lines, "Citalid versions")).toContain("4 version(s), newest 20250301; 1 skipped because the id has a control character");
+  });
+
   test("counts future-dated versions apart", async () => {
     citalid.setVersions([...fixtureCitalidVersions(), { id: "99991231", body: "{}" }]);
 

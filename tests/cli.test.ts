@@ -69,6 +69,12 @@ describe("parseCommandLine --set-state", () => {
     });
   }
 
+  test("rejects an id with a control character", () => {
+    const error = usageErrorOf(() => parseCommandLine(["--set-state", "20250105\n"]));
+
+    expect(error.message).toContain('--set-state is "20250105\\n": expected a Citalid version id that starts with a real date YYYYMMDD and has no control character');
+  });
+
   for (const other of ["--once", "--check"]) {
     test(`rejects ${other} with it`, () => {
       const error = usageErrorOf(() => parseCommandLine(["--set-state", "20250105", other]));

@@ -183,6 +183,17 @@ describe("selectNewVersions", () => {
     expect(warnings.map((record) => record.attributes?.version_id)).toEqual(["20250229", "latest", "2025010"]);
   });
 
+  test("skips ids with control characters", () => {
+    const { logger, records } = capturingLogger();
+
+    const selected = selectNewVersions(["20250307\n", "20250308\u0000x", "20250309\u007f", "20250302/../x", "20250303?x=1"], undefined, logger);
+
+    expect(selected).toEqual(["20250302/../x", "20250303?x=1"]);
+    const warnings = records.filter((record) => record.level === "WARNING");
+    expect(warnings.map((record) => record.message)).toEqual(Array(3).fill("Skipping a Citalid version whose id has a control character"));
+    expect(warnings.map((record) => record.attributes?.version_id)).toEqual(["20250307\n", "20250308\u0000x", "20250309\u007f"]);
+  });
+
   test("logs nothing for valid ids", () => {
     const { logger, records } = capturingLogger();
 
