@@ -10,8 +10,11 @@ import { hasDatePrefix } from "./versions.ts";
  * these two, found in a stored state, are kept as they are.
  */
 export interface ConnectorState {
-  /** Id of the last Citalid version fully sent. */
-  last_loaded_bundle_id?: string;
+  /**
+   * Id of the last Citalid version fully sent. Null, which the Python
+   * connector stores when its first version fails, means none.
+   */
+  last_loaded_bundle_id?: string | null;
   /** UTC ISO 8601 time of the last run that ended without error. */
   last_run?: string;
   [key: string]: unknown;

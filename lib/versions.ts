@@ -69,7 +69,7 @@ export function isDatedInFuture(id: string, today: Date): boolean {
 
 /**
  * Selects the versions to import: those after `lastLoaded` (all of them when
- * it is undefined), oldest first, without duplicates. Ids without a valid
+ * it is undefined or null), oldest first, without duplicates. Ids without a valid
  * date prefix, or with a control character, are skipped with a warning
  * naming them. So are ids dated after
  * tomorrow (UTC) at `today`: imported, such an id would become the state and
@@ -79,7 +79,7 @@ export function isDatedInFuture(id: string, today: Date): boolean {
  */
 export function selectNewVersions(
   ids: readonly string[],
-  lastLoaded: string | undefined,
+  lastLoaded: string | null | undefined,
   logger: Logger,
   today: Date = new Date(),
 ): string[] {
@@ -104,7 +104,7 @@ export function selectNewVersions(
     }
   }
 
-  if (lastLoaded !== undefined && hasDatePrefix(lastLoaded) && isDatedInFuture(lastLoaded, today)) {
+  if (typeof lastLoaded === "string" && hasDatePrefix(lastLoaded) && isDatedInFuture(lastLoaded, today)) {
     logger.warn(
       "The connector state is a version dated after tomorrow, so versions published before that date are not imported: " +
         "if it is a mistake, reset the connector state on the connector's page in the OpenCTI UI",
@@ -113,7 +113,7 @@ export function selectNewVersions(
   }
 
   const sorted = [...valid].sort(compareVersionIds);
-  if (lastLoaded === undefined) {
+  if (lastLoaded === undefined || lastLoaded === null) {
     return sorted;
   }
   return sorted.filter((id) => compareVersionIds(id, lastLoaded) > 0);

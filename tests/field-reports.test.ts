@@ -260,6 +260,7 @@ describe("odd platform state", () => {
     ["an array", "[]", true],
     ["a numeric version id", '{"last_loaded_bundle_id":123}', true],
     ["a JSON string", '"20250101"', true],
+    ["the Python connector's state before its first version", '{"last_loaded_bundle_id":null,"last_run":"2025-01-05 10:23:45.123456"}', false],
   ])("%s means no state", async (_name, state, warns) => {
     seedState(scenario.opencti, state);
     scenario.citalid.setVersions(smallVersions(["20250101", "20250105"]));

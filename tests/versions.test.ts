@@ -194,6 +194,12 @@ describe("selectNewVersions", () => {
     expect(warnings.map((record) => record.attributes?.version_id)).toEqual(["20250307\n", "20250308\u0000x", "20250309\u007f"]);
   });
 
+  test("null state returns all", () => {
+    const { logger } = capturingLogger();
+
+    expect(selectNewVersions(["20250210", "20250105"], null, logger)).toEqual(["20250105", "20250210"]);
+  });
+
   test("logs nothing for valid ids", () => {
     const { logger, records } = capturingLogger();
 
