@@ -351,8 +351,9 @@ async function waitForPlatform(opencti: OpenCTIClient, logger: Logger, timings: 
   for (let attempt = 1; ; attempt++) {
     try {
       // This loop is the retry: the request's own retries would wait a
-      // minute or more before the deadline below is checked.
-      return await opencti.platformVersion({ retry: false });
+      // minute or more before the deadline below is checked. A one-shot
+      // run's request also ends at the deadline.
+      return await opencti.platformVersion({ retry: false, timeoutMs: once ? deadline - Date.now() : undefined });
     } catch (error) {
       if (error instanceof OpenCTIError && !error.retryable) {
         throw new FatalError(error.message);
@@ -360,7 +361,7 @@ async function waitForPlatform(opencti: OpenCTIClient, logger: Logger, timings: 
       const left = deadline - Date.now();
       if (once && left <= 0) {
         throw new StartupTimeoutError(
-          `OpenCTI was not reachable within ${seconds(timings.onceStartupTimeoutMs)} of start-up (CONNECTOR_ONCE_STARTUP_TIMEOUT_MS), so this one-shot run gives up after ${attempt} attempt(s) in ${seconds(Date.now() - started)}: ${(error as Error).message}. To wait longer, raise CONNECTOR_ONCE_STARTUP_TIMEOUT_MS`,
+          `OpenCTI was not reachable within ${seconds(timings.onceStartupTimeoutMs)} of start-up (CONNECTOR_ONCE_STARTUP_TIMEOUT_MS), so this one-shot run gives up after ${attempt} attempt(s) in ${seconds(Date.now() - started)}: ${(error as Error).message}. Run it again once the platform at OPENCTI_URL responds`,
         );
       }
       // A one-shot run makes its last attempt at the deadline, not after it.

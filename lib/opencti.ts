@@ -100,6 +100,14 @@ export const STIX_BUNDLE_PUSH_MUTATION = `mutation ConnectorBundlePush($connecto
         stixBundlePush(connectorId: $connectorId, bundle: $bundle, work_id: $workId)
       }`;
 
+/** Options of one {@linkcode OpenCTIClient.request}. */
+export interface RequestOptions {
+  /** False to send the operation once, without the client's retries. @default true */
+  retry?: boolean;
+  /** Timeout of each attempt, in milliseconds, in place of the client's. */
+  timeoutMs?: number;
+}
+
 /**
  * Client of the OpenCTI GraphQL API for one connector: `POST <url>/graphql`
  * with the bearer token, bounded retries with backoff on network errors and
@@ -141,14 +149,15 @@ export class OpenCTIClient {
    * network errors and 5xx are retried the same way by the HTTP layer.
    * `body`, when given, is the request body already serialized as
    * `{"query", "variables"}` JSON in UTF-8 and is sent in place of those.
-   * With `retry: false` the operation is sent once. Raises OpenCTIError.
+   * With `retry: false` the operation is sent once, and `timeoutMs`
+   * replaces the client's timeout for it. Raises OpenCTIError.
    */
-  async request<T>(operation: string, query: string, variables: Record<string, unknown> = {}, body?: Uint8Array, options: { retry?: boolean } = {}): Promise<T> {
+  async request<T>(operation: string, query: string, variables: Record<string, unknown> = {}, body?: Uint8Array, options: RequestOptions = {}): Promise<T> {
     const retry = options.retry ?? true;
     const attempts = retry ? (this.#options.retryLimit ?? 6) + 1 : 1;
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.#requestOnce<T>(operation, query, variables, body, retry);
+        return await this.#requestOnce<T>(operation, query, variables, body, options);
       } catch (error) {
         if (!(error instanceof OpenCTIError) || !TRANSIENT_CODES.has(error.code) || attempt >= attempts) {
           throw error;
@@ -165,10 +174,13 @@ export class OpenCTIClient {
     }
   }
 
-  async #requestOnce<T>(operation: string, query: string, variables: Record<string, unknown>, body: Uint8Array | undefined, retry: boolean): Promise<T> {
+  async #requestOnce<T>(operation: string, query: string, variables: Record<string, unknown>, body: Uint8Array | undefined, options: RequestOptions): Promise<T> {
     const authorization = `Bearer ${this.#options.token}`;
     // With `retry: false`, the HTTP layer does not retry network errors and 5xx either.
-    const once = retry ? {} : { retry: { limit: 0 } };
+    const once = {
+      ...(options.retry === false ? { retry: { limit: 0 } } : {}),
+      ...(options.timeoutMs === undefined ? {} : { timeout: Math.max(1, Math.round(options.timeoutMs)) }),
+    };
     const pending =
       body === undefined
         ? this.#http.post(this.#endpoint, { json: { query, variables }, headers: { authorization }, ...once })
@@ -218,7 +230,7 @@ export class OpenCTIClient {
   }
 
   /** Returns the platform's version string (`about { version }`), sent once with `retry: false`. */
-  async platformVersion(options: { retry?: boolean } = {}): Promise<string> {
+  async platformVersion(options: RequestOptions = {}): Promise<string> {
     const data = await this.request<{ about: { version: string } | null }>(
       "about",
       "query ConnectorAbout { about { version } }",

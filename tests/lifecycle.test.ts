@@ -73,8 +73,20 @@ describe("one-shot run", () => {
     const failure = run.logs().find((line) => line.message.includes("this one-shot run gives up"));
     expect(failure?.level).toBe("ERROR");
     expect(failure?.message).toContain("within 0.9 s of start-up");
-    expect(failure?.message).toContain("raise CONNECTOR_ONCE_STARTUP_TIMEOUT_MS");
+    expect(failure?.message).toContain("Run it again once the platform at OPENCTI_URL responds");
     expect(run.lines.join("\n")).not.toContain("unexpected error");
+  });
+
+  test("gives up on a platform that never responds", async () => {
+    // The first response would come after the deadline, and the run would go on if it waited for it.
+    scenario.opencti.inject("about", { kind: "delay", delayMs: 5000, times: 1 });
+
+    const run = await runConnectorOnce(scenario.env({ CONNECTOR_ONCE_STARTUP_TIMEOUT_MS: "800" }));
+
+    expect(run.code).toBe(1);
+    const failure = run.logs().find((line) => line.level === "ERROR");
+    expect(failure?.message).toContain("gives up after 1 attempt(s)");
+    expect(scenario.opencti.works).toEqual([]);
   });
 
   test("keeps pinging during a slow push", async () => {
