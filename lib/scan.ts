@@ -440,7 +440,7 @@ export class BundleScanner {
             i = j + 1;
             break;
           }
-          throw this.#unexpected(buffer, j, "a control character inside a string");
+          throw this.#invalid(buffer, j, "inside a string, where control characters must be written as escapes such as \\u0009");
         }
 
         case S_ESCAPE: {
@@ -456,7 +456,7 @@ export class BundleScanner {
           } else if (c === 0x2f || c === 0x62 || c === 0x66 || c === 0x6e || c === 0x72 || c === 0x74) {
             state = S_STRING;
           } else {
-            throw this.#unexpected(buffer, i, "an invalid escape sequence");
+            throw this.#unexpected(buffer, i, "an escape character after the backslash (\" \\ / b f n r t or u)");
           }
           i++;
           break;
@@ -465,7 +465,7 @@ export class BundleScanner {
         case S_UNICODE: {
           const c = buffer[i]!;
           if (!isHexDigit(c)) {
-            throw this.#unexpected(buffer, i, "an invalid \\u escape");
+            throw this.#unexpected(buffer, i, "a hex digit of a \\u escape");
           }
           i++;
           if (--this.#unicodeLeft === 0) {
@@ -483,7 +483,7 @@ export class BundleScanner {
             break;
           }
           if (!isAccepting(this.#numberState)) {
-            throw this.#unexpected(buffer, i, "an incomplete number");
+            throw this.#unexpected(buffer, i, "a digit of the number");
           }
           // The byte after the number is read again in the next state.
           state = this.#afterValueState();
@@ -494,7 +494,7 @@ export class BundleScanner {
         case S_LITERAL: {
           const c = buffer[i]!;
           if (c !== this.#literal[this.#literalIndex]) {
-            throw this.#unexpected(buffer, i, "an invalid literal");
+            throw this.#unexpected(buffer, i, `the next letter of ${Buffer.from(this.#literal).toString("latin1")}`);
           }
           i++;
           if (++this.#literalIndex === this.#literal.length) {
@@ -506,7 +506,7 @@ export class BundleScanner {
 
         case S_BOM: {
           if (buffer[i] !== UTF8_BOM[this.#bomIndex]) {
-            throw this.#unexpected(buffer, i, "an incomplete byte order mark");
+            throw this.#unexpected(buffer, i, "the rest of a UTF-8 byte order mark");
           }
           i++;
           if (++this.#bomIndex === UTF8_BOM.length) {
@@ -1496,8 +1496,12 @@ export class BundleScanner {
   }
 
   #unexpected(buffer: Buffer, i: number, expected: string): JsonScanError {
+    return this.#invalid(buffer, i, `where ${expected} was expected`);
+  }
+
+  #invalid(buffer: Buffer, i: number, problem: string): JsonScanError {
     const at = this.#offset + i;
-    return new JsonScanError(`invalid JSON at byte ${at}: found ${describeByte(buffer[i]!)} where ${expected} was expected`, at, false);
+    return new JsonScanError(`invalid JSON at byte ${at}: found ${describeByte(buffer[i]!)} ${problem}`, at, false);
   }
 }
 

@@ -334,6 +334,16 @@ describe("BundleScanner syntax errors", () => {
     expect(error.message).toContain("byte 7");
   });
 
+  test.each([
+    ['{"a":"tab\there"}', "invalid JSON at byte 9: found byte 0x09 inside a string, where control characters must be written as escapes such as \\u0009"],
+    ['{"a":"\\q"}', "invalid JSON at byte 7: found 'q' where an escape character after the backslash (\" \\ / b f n r t or u) was expected"],
+    ['{"a":"\\u12G4"}', "invalid JSON at byte 10: found 'G' where a hex digit of a \\u escape was expected"],
+    ['{"a":-}', "invalid JSON at byte 6: found '}' where a digit of the number was expected"],
+    ['{"a":tru}', "invalid JSON at byte 8: found '}' where the next letter of true was expected"],
+  ])("error message for %j", (text, message) => {
+    expect(scanError(text).message).toBe(message);
+  });
+
   test("html body fails at the first byte", () => {
     const scanner = new BundleScanner();
 
