@@ -1304,7 +1304,8 @@ export class BundleScanner {
     return end;
   }
 
-  // Records a kept string of role `role`, interned as `target`, as #endString does.
+  // Records a kept string of role `role`, interned as `target`, as #endString
+  // does. #fastScalar and #fastContainer record other values with it.
   #fastCapture(role: number, target: number): void {
     switch (role) {
       case V_NESTED_REF:
@@ -1338,23 +1339,10 @@ export class BundleScanner {
 
   // Records a number or literal of role `role`, as #beginScalar does in an item.
   #fastScalar(role: number, kind: number): void {
-    switch (role) {
-      case V_TOP_REF:
-        this.#push3(Rec.topRef, this.#fastKey, kind === JsonKind.null ? NULL_VALUE : OTHER_VALUE);
-        break;
-      case V_TOP_REFS:
-        this.#push2(kind === JsonKind.null ? Rec.topRefsNull : Rec.topRefsOther, this.#fastKey);
-        break;
-      case V_TOP_REFS_ITEM:
-        this.#reserve(1);
-        this.#records[this.#recordCount++] = OTHER_VALUE;
-        break;
-      case V_ITEM_TYPE:
-        this.#itemType[this.#count - 1] = OTHER_VALUE;
-        break;
-      case V_ITEM_ID:
-        this.#itemId[this.#count - 1] = OTHER_VALUE;
-        break;
+    if (role === V_TOP_REFS) {
+      this.#push2(kind === JsonKind.null ? Rec.topRefsNull : Rec.topRefsOther, this.#fastKey);
+    } else if (role === V_TOP_REF || role === V_TOP_REFS_ITEM || role === V_ITEM_TYPE || role === V_ITEM_ID) {
+      this.#fastCapture(role, role === V_TOP_REF && kind === JsonKind.null ? NULL_VALUE : OTHER_VALUE);
     }
   }
 
@@ -1362,9 +1350,6 @@ export class BundleScanner {
   // role, as #openContainer does in an item.
   #fastContainer(role: number, isArray: boolean): number {
     switch (role) {
-      case V_TOP_REF:
-        this.#push3(Rec.topRef, this.#fastKey, OTHER_VALUE);
-        return R_COLLECT;
       case V_TOP_REFS:
         if (isArray) {
           this.#push3(Rec.topRefs, this.#fastKey, 0);
@@ -1373,14 +1358,12 @@ export class BundleScanner {
         this.#push2(Rec.topRefsOther, this.#fastKey);
         return R_COLLECT;
       case V_TOP_REFS_ITEM:
-        this.#reserve(1);
-        this.#records[this.#recordCount++] = OTHER_VALUE;
+        this.#fastCapture(role, OTHER_VALUE);
         return R_PLAIN;
+      case V_TOP_REF:
       case V_ITEM_TYPE:
-        this.#itemType[this.#count - 1] = OTHER_VALUE;
-        return R_COLLECT;
       case V_ITEM_ID:
-        this.#itemId[this.#count - 1] = OTHER_VALUE;
+        this.#fastCapture(role, OTHER_VALUE);
         return R_COLLECT;
       case V_NESTED_REFS:
         return isArray ? R_NESTED_REFS : R_COLLECT;

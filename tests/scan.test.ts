@@ -7,6 +7,7 @@ import { BundleScanner, FLAG_MEMBERS, FLAG_NON_ASCII, JsonKind, JsonScanError, t
 import { OPENCTI_EXTENSION_ID } from "../lib/splitter.ts";
 import { prepareSpooledVersion } from "../lib/spooled.ts";
 import type { StixObject } from "../lib/stix.ts";
+import { seededRandom } from "./helpers/random.ts";
 
 const FIXTURES = join(import.meta.dir, "fixtures");
 const RELEASES = ["17.0", "17.1", "18.0", "18.1"];
@@ -482,18 +483,6 @@ describe("BundleScanner fast item path", () => {
     expect(scanFailure(text, true)).toEqual(scanFailure(text, false));
   });
 });
-
-/** Returns a random number generator in [0, 1) that repeats for a seed (mulberry32). */
-function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
 
 const RANDOM_KEYS = ["type", "id", "x_opencti_id", "extensions", OPENCTI_EXTENSION_ID, "granular_markings", "marking_ref", "selectors", "a_ref", "b_refs", "_ref", "_refs", "name", "x\u0000y", 'q"k', "é_ref"];
 const RANDOM_STRINGS = ["", "a--1", "b--2", "report--3", 'quote " and \\ slash', "line\nbreak\ttab", "é ü 中文 😀", "\u2028", "x".repeat(300)];

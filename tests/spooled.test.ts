@@ -18,6 +18,7 @@ import {
 } from "../lib/spooled.ts";
 import type { StixObject } from "../lib/stix.ts";
 import { bundleErrorOf } from "./helpers/bundle-error.ts";
+import { seededRandom } from "./helpers/random.ts";
 
 const VERSION = "20250105-1";
 const FIXTURES = join(import.meta.dir, "fixtures");
@@ -551,18 +552,6 @@ describe("request bodies in ASCII", () => {
     expect(bodies[0]!.toString("ascii")).toContain("a\\\\ud83d\\\\ude00\\\\\\\"z");
   });
 });
-
-/** Returns a random number generator in [0, 1) that repeats for a seed (mulberry32). */
-function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
 
 describe("splitInput", () => {
   for (const release of RELEASES) {
