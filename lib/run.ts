@@ -194,6 +194,13 @@ async function importVersion(
   try {
     const download = await deps.citalid.downloadVersionTo(versionId, spool, { signal: deps.abortDownload });
     const version = prepareSpooledVersion(download.result, new SpoolReader(spool.file), versionId);
+    if (version.items.length === 0) {
+      // An empty version is a valid bundle, but it may be a publishing fault, and the state moves past it.
+      deps.logger.warn("The version has no objects: only the author identity is sent, and the state moves past it", {
+        work_id: workId,
+        version_id: versionId,
+      });
+    }
     const repeated = version.repeatedIds();
     if (repeated.count > 0) {
       deps.logger.warn("Objects of the version repeat the id of an earlier object: each id is sent once, with its last copy", {

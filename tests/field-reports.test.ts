@@ -42,6 +42,21 @@ function errorLines(run: ConnectorProcess) {
   return run.logs().filter((line) => line.level === "ERROR");
 }
 
+describe("version without objects", () => {
+  test("is imported with a warning", async () => {
+    scenario.citalid.setVersions([...smallVersions(["20250101"]), { id: "20250105", body: JSON.stringify({ type: "bundle", id: "bundle--00000000-0000-4000-8000-000000000005", objects: [] }) }]);
+
+    const run = await runConnectorOnce(scenario.env());
+
+    expect(run.code).toBe(0);
+    const warnings = run.logs().filter((line) => line.level === "WARNING" && line.message.startsWith("The version has no objects"));
+    expect(warnings.map((line) => line.attributes?.version_id)).toEqual(["20250105"]);
+    expect(scenario.platformState()?.last_loaded_bundle_id).toBe("20250105");
+    const empty = scenario.opencti.pushes.filter((push) => push.bundle.objects.length === 1);
+    expect(empty.map((push) => push.bundle.objects[0]!.id)).toEqual([AUTHOR_ID]);
+  });
+});
+
 describe("versions route answers 404", () => {
   const HTML_404 = "<!doctype html><html><body><h1>Not Found</h1></body></html>";
 
