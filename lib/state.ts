@@ -27,23 +27,28 @@ export interface ConnectorState {
  * names `source`.
  */
 export function parseState(raw: string | null | undefined, source: string, logger: Logger): ConnectorState | undefined {
+  const { state, problem } = readStateText(raw);
+  if (problem !== undefined) {
+    logger.warn(`Ignoring the ${source}: ${problem}`, { source, excerpt: (raw ?? "").slice(0, 80) });
+  }
+  return state;
+}
+
+// Returns the state in a stored state string, or what makes it unusable.
+// `null`, `""` and `"null"` give neither: they mean no state.
+function readStateText(raw: string | null | undefined): { state?: ConnectorState; problem?: string } {
   if (raw === null || raw === undefined || raw.trim() === "" || raw.trim() === "null") {
-    return undefined;
+    return {};
   }
 
   let value: unknown;
   try {
     value = JSON.parse(raw);
   } catch {
-    logger.warn(`Ignoring the ${source}: it is not JSON`, { source, excerpt: raw.slice(0, 80) });
-    return undefined;
+    return { problem: "it is not JSON" };
   }
   const problem = stateProblem(value);
-  if (problem) {
-    logger.warn(`Ignoring the ${source}: ${problem}`, { source, excerpt: raw.slice(0, 80) });
-    return undefined;
-  }
-  return value as ConnectorState;
+  return problem === undefined ? { state: value as ConnectorState } : { problem };
 }
 
 function stateProblem(value: unknown): string | undefined {
@@ -141,15 +146,14 @@ export class StateFile {
     }
 
     const text = readOrExplain(this.path, "State file");
-    const silent = { ...this.#logger, warn: () => {} };
-    const state = parseState(text, "state file", silent as Logger);
-    const isEmptyMarker = text.trim() === "" || text.trim() === "null";
-    if (state === undefined && !isEmptyMarker) {
+    const { state, problem } = readStateText(text);
+    if (problem !== undefined) {
       const aside = `${this.path}.corrupt-${new Date().toISOString().replace(/[:.]/g, "-")}`;
       renameSync(this.path, aside);
       this.#logger.warn("State file is corrupt, moved it aside; the platform's state is used", {
         state_file: this.path,
         moved_to: aside,
+        reason: problem,
         excerpt: text.slice(0, 80),
       });
     }
@@ -360,17 +364,7 @@ export function stateFileProblem(path: string): string | undefined {
   if (!existsSync(path)) {
     return undefined;
   }
-  const text = readOrExplain(path, "State file");
-  if (text.trim() === "" || text.trim() === "null") {
-    return undefined;
-  }
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    return "it is not JSON";
-  }
-  return stateProblem(value);
+  return readStateText(readOrExplain(path, "State file")).problem;
 }
 
 /** Creates the folder of a state file, for callers that own the folder (tests, the demo). */

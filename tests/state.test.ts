@@ -238,6 +238,7 @@ describe("StateFile", () => {
     expect(warnings).toHaveLength(1);
     expect(warnings[0]!.attributes?.state_file).toBe(path);
     expect(warnings[0]!.attributes?.moved_to).toBe(join(folder, aside[0]!));
+    expect(warnings[0]!.attributes?.reason).toBe("it is not JSON");
   });
 
   test("moves a wrong-shaped file aside", () => {
