@@ -266,9 +266,9 @@ export class SpooledVersion {
   }
 
   /**
-   * Returns the bytes that writing the item escaped with `ascii` adds to
-   * writing it escaped: each character that is not ASCII becomes a
-   * `\\uXXXX` escape of 7 bytes, or two for a character beyond U+FFFF.
+   * Returns the bytes that the `\\uXXXX` escapes add to the item's escaped
+   * text, against its bytes that are not ASCII: each such character becomes
+   * an escape of 7 bytes, or two for a character beyond U+FFFF.
    */
   asciiExtraBytes(item: number): number {
     if (this.#asciiExtra.length === 0) {
@@ -300,19 +300,19 @@ export class SpooledVersion {
    * Writes a streamable item's JSON text into `target` at `at`, from its
    * bytes as served. Whitespace between tokens is left out, and the author
    * member is appended when the item has no `created_by_ref`. With
-   * `escape`, each `"` and `\` gets a backslash, as in the content of a
-   * JSON string. With `ascii` too, each character that is not ASCII is
-   * written as a `\uXXXX` escape, its backslash escaped, and invalid UTF-8
-   * as U+FFFD, as TextDecoder reads it. Escapes and numbers stay as
+   * `escape`, the text is the content of a JSON string in ASCII. Each `"`
+   * and `\` gets a backslash, and each character that is not ASCII is
+   * written as a `\uXXXX` escape with its backslash escaped. Invalid UTF-8
+   * is read as U+FFFD, as TextDecoder reads it. Escapes and numbers stay as
    * served. Returns the offset after the text.
    */
-  writeStreamed(item: number, target: Uint8Array, at: number, escape: boolean, ascii = false): number {
+  writeStreamed(item: number, target: Uint8Array, at: number, escape: boolean): number {
     const source = this.#reader.bytes(this.scan.start[item]!, this.scan.end[item]!);
     const append = this.#needsAuthor[item] === AUTHOR_APPEND;
     // With an author to append, the closing brace is written after it.
     const length = append ? source.length - 1 : source.length;
     let position = at;
-    if (escape && ascii && this.hasNonAscii(item)) {
+    if (escape && this.hasNonAscii(item)) {
       position = copyAsciiEscaped(source, length, target, position, this.scan.whitespace[item]! > 0);
     } else if (this.scan.whitespace[item] === 0) {
       position = escape ? copyEscaped(source, length, target, position) : copyBytes(source, length, target, position);
@@ -528,7 +528,7 @@ export interface ChunkEncoding {
   /**
    * True when pieces are escaped JSON string content in ASCII, with a
    * `\uXXXX` escape for each other character, as
-   * {@linkcode SpooledVersion.writeStreamed} writes with `ascii`.
+   * {@linkcode SpooledVersion.writeStreamed} writes with `escape`.
    */
   asciiOnly: boolean;
 }
@@ -966,7 +966,7 @@ export function pushRequestEncoding(fields: PushRequestFields): ChunkEncoding {
     envelopeBytes: (bundleId) => outside + Buffer.byteLength(escapeJson(asciiJson(bundlePrefix(bundleId)))) + BUNDLE_SUFFIX.length,
     // A character of 2 UTF-8 bytes becomes `\\u00e9`, 7 bytes, and one of 4
     // bytes becomes two such escapes. Escaping doubles `"` and `\`. The
-    // texts hold no raw control characters (invalid in JSON strings).
+    // texts contain no raw control characters (invalid in JSON strings).
     maxGrowth: 3.5,
     asciiOnly: true,
   };
@@ -1002,7 +1002,7 @@ export class PushRequestBuffer {
       if (index > 0) {
         memory[at++] = 0x2c;
       }
-      at = typeof piece === "number" ? version.writeStreamed(piece, memory, at, true, true) : at + memory.write(piece, at);
+      at = typeof piece === "number" ? version.writeStreamed(piece, memory, at, true) : at + memory.write(piece, at);
     }
     at += memory.write(BUNDLE_SUFFIX, at);
     at += memory.write(requestSuffix(fields), at);
