@@ -122,9 +122,8 @@ export async function runImport(deps: RunDependencies): Promise<RunOutcome> {
         }
         await state.save({ ...state.state, last_loaded_bundle_id: versionId, last_run: isoSeconds(now()) });
       } finally {
-        // The spool file goes only after the state is stored, because
-        // freeing a large file's pages and blocks can make a state sync
-        // during it wait.
+        // The spool file goes only after the state is stored: a crash
+        // between the two leaves a leftover file, which start-up removes.
         spool.remove();
       }
 
@@ -195,7 +194,8 @@ async function importVersion(
     const download = await deps.citalid.downloadVersionTo(versionId, spool, { signal: deps.abortDownload });
     const version = prepareSpooledVersion(download.result, new SpoolReader(spool.file), versionId);
     if (version.items.length === 0) {
-      // An empty version is a valid bundle, but it may be a publishing fault, and the state moves past it.
+      // An empty version is a valid bundle, but it may be a publishing
+      // fault, and the state moves past it.
       deps.logger.warn("The version has no objects: only the author identity is sent, and the state moves past it", {
         work_id: workId,
         version_id: versionId,

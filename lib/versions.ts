@@ -68,14 +68,14 @@ export function isDatedInFuture(id: string, today: Date): boolean {
 }
 
 /**
- * Selects the versions to import: those after `lastLoaded` (all of them when
- * it is undefined or null), oldest first, without duplicates. Ids without a valid
- * date prefix, or with a control character, are skipped with a warning
- * naming them. So are ids dated after
- * tomorrow (UTC) at `today`: imported, such an id would become the state and
- * hide every version published before its date. It is imported once its
- * date has come. A `lastLoaded` dated after tomorrow gets a warning with
- * the way to reset it.
+ * Selects the versions to import: those after `lastLoaded` (all of them
+ * when it is undefined or null), oldest first, without duplicates. Ids
+ * without a valid date prefix, or with a control character, are skipped
+ * with a warning naming them. So are ids dated after tomorrow (UTC) at
+ * `today`: imported, such an id would become the state and hide every
+ * version published before its date. It is imported once its date has
+ * come. A `lastLoaded` dated after tomorrow gets a warning with the way to
+ * reset it.
  */
 export function selectNewVersions(
   ids: readonly string[],
